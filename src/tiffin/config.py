@@ -1,0 +1,153 @@
+"""Settings: one frozen object, read once at the edge and passed down.
+
+Each layer overrides the one before it:
+
+    built-in defaults < arguments written in code < tiffin.yaml ``settings:``
+    (or ``[tool.tiffin.settings]`` in pyproject.toml) < ``TIFFIN_*`` environment < CLI flags
+
+``load()`` builds a ``Settings`` from explicit inputs and has no side effects;
+``current()`` is the process-wide one, read on first use from the working directory and
+the environment.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from tiffin.exceptions import ConfigError
+
+__all__ = ["ENV_PREFIX", "Settings", "current", "load"]
+
+ENV_PREFIX = "TIFFIN_"
+
+
+class Settings(BaseModel):
+    """Resolved settings. Frozen: derive a changed copy with ``model_copy(update=...)``.
+
+    Attributes:
+        home: where the local model and bundle stores live (``TIFFIN_HOME``, default ``~/.tiffin``).
+        debug: show tracebacks for CLI errors (``TIFFIN_DEBUG``).
+        durable_writes: fsync stored files before they become visible, so a power loss
+            cannot leave a half-written model (``TIFFIN_DURABLE_WRITES``; slower).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    home: Path = Path("~/.tiffin")
+    debug: bool = False
+    durable_writes: bool = False
+
+    def model_post_init(self, context: Any, /) -> None:
+        object.__setattr__(self, "home", self.home.expanduser())
+
+
+def _describe(error: ValidationError, source: str) -> ConfigError:
+    first = error.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "(root)"
+    if first["type"] == "extra_forbidden":
+        known = ", ".join(sorted(Settings.model_fields))
+        message = f"Unknown setting '{key}' in {source}. Known settings: {known}."
+    else:
+        message = f"Bad value for setting '{key}' in {source}: {first['msg']}. Fix it in {source}."
+    return ConfigError(message, detail={"key": key, "source": source, "problem": first["msg"]})
+
+
+def _validate(layer: Mapping[str, Any], source: str) -> None:
+    try:
+        Settings.model_validate(dict(layer))
+    except ValidationError as exc:
+        raise _describe(exc, source) from None
+
+
+def _file_layer(directory: Path) -> tuple[dict[str, Any], str]:
+    project = directory / "tiffin.yaml"
+    if project.is_file():
+        try:
+            data = yaml.safe_load(project.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(
+                f"{project} is not valid YAML ({exc}). Fix the file's syntax.",
+                detail={"source": str(project)},
+            ) from None
+        if not isinstance(data, dict):
+            raise ConfigError(
+                f"{project} must hold a mapping of keys, not {type(data).__name__}.",
+                detail={"source": str(project)},
+            )
+        section = data.get("settings") or {}
+        source = f"{project} (settings:)"
+    else:
+        pyproject = directory / "pyproject.toml"
+        if not pyproject.is_file():
+            return {}, ""
+        try:
+            toml = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(
+                f"{pyproject} is not valid TOML ({exc}). Fix the file's syntax.",
+                detail={"source": str(pyproject)},
+            ) from None
+        section = toml.get("tool", {}).get("tiffin", {}).get("settings") or {}
+        source = f"{pyproject} ([tool.tiffin.settings])"
+    if not isinstance(section, dict):
+        raise ConfigError(
+            f"The settings in {source} must be a mapping of setting names to values.",
+            detail={"source": source},
+        )
+    return section, source
+
+
+def _env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
+    layer: dict[str, Any] = {}
+    for name in Settings.model_fields:
+        value = environ.get(ENV_PREFIX + name.upper())
+        if value is not None and value != "":
+            layer[name] = value
+    return layer
+
+
+def load(
+    *,
+    code: Mapping[str, Any] | None = None,
+    directory: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build settings from each layer, later layers overriding earlier ones.
+
+    Args:
+        code: values written in code, e.g. the arguments of ``@tiffin.service``.
+        directory: where to look for ``tiffin.yaml`` or ``pyproject.toml`` (none when omitted).
+        environ: the environment to read ``TIFFIN_*`` variables from (none when omitted).
+        flags: values given on the command line; ``None`` values are ignored.
+
+    Example:
+        settings = tiffin.config.load(environ=os.environ, directory=Path.cwd())
+        settings.home  # PosixPath('/home/me/.tiffin')
+    """
+    merged: dict[str, Any] = {}
+    layers: list[tuple[Mapping[str, Any], str]] = [(code or {}, "code arguments")]
+    if directory is not None:
+        file_layer, file_source = _file_layer(directory)
+        layers.append((file_layer, file_source))
+    if environ is not None:
+        layers.append((_env_layer(environ), "the environment (TIFFIN_*)"))
+    layers.append(({k: v for k, v in (flags or {}).items() if v is not None}, "command-line flags"))
+    for layer, source in layers:
+        _validate(layer, source)
+        merged.update(layer)
+    return Settings.model_validate(merged)
+
+
+@functools.cache
+def current() -> Settings:
+    """The process's settings, read once from the working directory and the environment."""
+    return load(directory=Path.cwd(), environ=os.environ)

@@ -1,0 +1,120 @@
+"""A saved model (``Model``) and what ``model.yaml`` records about it (``ModelInfo``)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tiffin.exceptions import FrameworkError, TiffinError
+from tiffin.models import frameworks
+from tiffin.tag import Tag
+
+__all__ = ["FileEntry", "FrameworkInfo", "Model", "ModelInfo", "Signature"]
+
+
+class FileEntry(BaseModel):
+    """One stored file: its sha256 and size in bytes."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size: int = Field(ge=0)
+
+
+class FrameworkInfo(BaseModel):
+    """Which handler saved the model, the framework's version, and the handler's options."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    version: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class Signature(BaseModel):
+    """How a model method may be called: whether calls can be batched, and along which axis."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    batchable: bool = False
+    batch_dim: int = 0
+
+
+class ModelInfo(BaseModel):
+    """The contents of ``model.yaml``."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    name: str
+    version: str
+    created_at: datetime
+    framework: FrameworkInfo
+    python_version: str
+    tiffin_version: str
+    signatures: dict[str, Signature] = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict)
+    size: int = Field(ge=0)
+    files: dict[str, FileEntry]
+
+    @property
+    def tag(self) -> Tag:
+        return Tag(self.name, self.version)
+
+
+class Model:
+    """A model in the store.
+
+    Attributes:
+        tag: its full ``name:version``.
+        path: the directory holding its files.
+        info: what ``model.yaml`` records.
+
+    Example:
+        model = tiffin.models.get("iris:latest")
+        clf = model.load()
+        model.info.metadata["acc"]
+    """
+
+    __slots__ = ("info", "path", "tag")
+
+    def __init__(self, tag: Tag, path: Path, info: ModelInfo) -> None:
+        self.tag = tag
+        self.path = path
+        self.info = info
+
+    @property
+    def framework(self) -> frameworks.Framework:
+        """The handler that saved this model (``MissingDependency`` if its plugin is gone)."""
+        return frameworks.get(self.info.framework.name)
+
+    def load(self, **kwargs: Any) -> Any:
+        """Load the model object; ``kwargs`` go to the framework (e.g. ``providers=`` for ONNX)."""
+        handler = self.framework
+        try:
+            return handler.load(self.path, self.info.framework.options, **kwargs)
+        except TiffinError:
+            raise
+        except Exception as exc:
+            raise FrameworkError(
+                f"The '{handler.name}' framework could not load model '{self.tag}': "
+                f"{type(exc).__name__}: {exc}. Check it with 'tiffin models get {self.tag}' "
+                "(framework versions) and 'tiffin models verify', or save it again.",
+                detail={"framework": handler.name, "tag": str(self.tag)},
+            ) from exc
+
+    def to_dict(self) -> dict[str, Any]:
+        """What ``tiffin models get --output json`` prints."""
+        return {"tag": str(self.tag), "path": str(self.path), **self.info.model_dump(mode="json")}
+
+    def __repr__(self) -> str:
+        return f'Model(tag="{self.tag}")'
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Model) and (self.tag, self.path) == (other.tag, other.path)
+
+    def __hash__(self) -> int:
+        return hash((self.tag, self.path))
