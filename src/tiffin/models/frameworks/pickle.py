@@ -1,9 +1,9 @@
 """Generic Python objects, saved with pickle protocol 5.
 
 Large contiguous buffers (numpy arrays, for instance) are written out of band into
-``buffers.bin``, each aligned to 64 bytes, and read back with ``readinto`` into one
-huge-page-backed allocation, so loading a model made of big arrays costs about one
-copy from the page cache rather than several.
+``buffers.bin``, each aligned to 64 bytes, and loaded by mapping that file: loading a
+model made of big arrays copies nothing, and every process that loads it shares the
+same pages.
 """
 
 from __future__ import annotations
@@ -60,18 +60,21 @@ def dump(obj: Any, target: Staging) -> dict[str, Any]:
 
 
 def _read_buffers(path: Path, spans: list[list[int]]) -> list[memoryview]:
-    size = os.path.getsize(path)
-    memory = mmap.mmap(-1, max(size, 1))
-    if hasattr(mmap, "MADV_HUGEPAGE"):
-        memory.madvise(mmap.MADV_HUGEPAGE)
+    with open(path, "rb") as stream:
+        size = os.fstat(stream.fileno()).st_size
+        if spans and max(offset + length for offset, length in spans) > size:
+            raise EOFError(f"{path} is shorter than model.yaml records")
+        # A private mapping of the stored file: no copy and no page zeroing, writable
+        # (copy-on-write), and worker processes loading the same model share its pages in
+        # the page cache. (MAP_POPULATE would copy every page of a writable private
+        # mapping up front, so the kernel is only asked to read ahead.) Stored files are
+        # never changed in place.
+        memory = mmap.mmap(
+            stream.fileno(), size, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE
+        )
+    if hasattr(mmap, "MADV_WILLNEED"):
+        memory.madvise(mmap.MADV_WILLNEED)
     view = memoryview(memory)
-    with open(path, "rb", buffering=0) as stream:
-        done = 0
-        while done < size:
-            n = stream.readinto(view[done : done + (64 << 20)])
-            if not n:
-                raise EOFError(f"{path} is shorter than recorded")
-            done += n
     return [view[offset : offset + length] for offset, length in spans]
 
 

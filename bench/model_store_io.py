@@ -1,0 +1,131 @@
+"""Saving and loading a large model, compared with copying the same bytes with `cp`.
+
+The model is a dict holding one numpy array of SIZE bytes, saved with the default
+(pickle) framework. Each measurement is repeated and the median kept:
+
+    cp          cp SRC DST of a file holding the array's bytes (page cache warm)
+    sha256sum   sha256sum SRC (coreutils)
+    sha256 in memory  hashlib.sha256 over the array: the floor for any save that records
+                a sha256 of every byte, as the store does
+    save        tiffin ModelStore.save (write + sha256 of every file + model.yaml)
+    load        ModelStore.get(tag).load() back into a numpy array, touching every page
+    cp+sync     cp, then fsync the copy (sync DST)
+    save durable  save with durable_writes=True (fsync before the model becomes visible)
+
+Usage: python bench/model_store_io.py [--size-mib 1024] [--repeat 5]
+Results are printed as a table and written to bench/results/model_store_io.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from tiffin.models import ModelStore
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def timed(action: Callable[[], object], cleanup: Callable[[], object]) -> float:
+    """Seconds ``action`` takes, starting with no dirty pages waiting to be written back
+    (so one measurement does not pay for the previous one's writes); ``cleanup`` after."""
+    os.sync()
+    start = time.perf_counter()
+    action()
+    seconds = time.perf_counter() - start
+    cleanup()
+    os.sync()
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    size = args.size_mib << 20
+
+    work = Path(tempfile.mkdtemp(prefix="tiffin-bench-", dir=os.environ.get("BENCH_DIR")))
+    try:
+        weights = np.frombuffer(np.random.default_rng(0).bytes(size), dtype=np.uint8)
+        expected_pages = int(weights[::4096].sum())
+        src, dst = work / "weights.bin", work / "copy.bin"
+        src.write_bytes(weights.data)
+        store = ModelStore(work / "home")
+        durable = ModelStore(work / "home", durable=True)
+
+        def remove_copy() -> None:
+            dst.unlink(missing_ok=True)
+
+        def drop_models() -> None:
+            for model in store.list("big"):
+                store.delete(model.tag)
+
+        def check_load() -> None:
+            loaded = store.get("big").load()["weights"]
+            # touch every page, so a lazily mapped model is counted as fully loaded
+            if int(loaded[::4096].sum()) != expected_pages or loaded.nbytes != size:
+                raise SystemExit("loaded model differs from the saved one")
+
+        operations: dict[str, tuple[Callable[[], object], Callable[[], object]]] = {
+            "cp": (lambda: subprocess.run(["cp", src, dst], check=True), remove_copy),
+            "sha256sum": (
+                lambda: subprocess.run(["sha256sum", src], check=True, capture_output=True),
+                lambda: None,
+            ),
+            "sha256 in memory": (lambda: hashlib.sha256(weights.data).hexdigest(), lambda: None),
+            "save": (lambda: store.save("big", {"weights": weights}), lambda: None),
+            "load": (check_load, drop_models),
+            "cp+sync": (
+                lambda: subprocess.run(f"cp {src} {dst} && sync {dst}", shell=True, check=True),
+                remove_copy,
+            ),
+            "save durable": (lambda: durable.save("big", {"weights": weights}), drop_models),
+        }
+        samples: dict[str, list[float]] = {name: [] for name in operations}
+        for _ in range(args.repeat):  # interleaved, so drift in the machine hits all alike
+            for name, (action, cleanup) in operations.items():
+                samples[name].append(timed(action, cleanup))
+        results = {name: statistics.median(values) for name, values in samples.items()}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    ratios = {
+        "save / cp": results["save"] / results["cp"],
+        "load / cp": results["load"] / results["cp"],
+        "sha256 in memory / cp": results["sha256 in memory"] / results["cp"],
+        "save durable / cp+sync": results["save durable"] / results["cp+sync"],
+    }
+    print(f"\n{args.size_mib} MiB model, median of {args.repeat} runs, {os.cpu_count()} cores\n")
+    print(f"{'operation':<18}{'seconds':>9}{'GiB/s':>8}")
+    for name, seconds in results.items():
+        print(f"{name:<18}{seconds:>9.3f}{size / seconds / (1 << 30):>8.2f}")
+    print()
+    for name, ratio in ratios.items():
+        print(f"{name:<24}{ratio:>6.2f}x")
+    RESULTS.mkdir(exist_ok=True)
+    report = {
+        "size_bytes": size,
+        "repeat": args.repeat,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "seconds": results,
+        "ratios": ratios,
+    }
+    (RESULTS / "model_store_io.json").write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
