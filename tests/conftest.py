@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,3 +39,13 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 def store(home: Path) -> ModelStore:
     """A model store in an empty home."""
     return ModelStore(home)
+
+
+@pytest.fixture
+def dead_pid() -> int:
+    """The id of a process that has exited and been reaped (so no process has it now)."""
+    with subprocess.Popen(["true"]) as proc:
+        proc.wait()
+    with pytest.raises(ProcessLookupError):
+        os.kill(proc.pid, 0)
+    return proc.pid

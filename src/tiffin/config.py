@@ -95,8 +95,12 @@ def _file_layer(directory: Path) -> tuple[dict[str, Any], str]:
                 f"{pyproject} is not valid TOML ({exc}). Fix the file's syntax.",
                 detail={"source": str(pyproject)},
             ) from None
-        section = toml.get("tool", {}).get("tiffin", {}).get("settings") or {}
         source = f"{pyproject} ([tool.tiffin.settings])"
+        section = toml
+        for key in ("tool", "tiffin", "settings"):
+            if not isinstance(section, dict):  # e.g. `tool.tiffin = 5`
+                break
+            section = section.get(key) or {}
     if not isinstance(section, dict):
         raise ConfigError(
             f"The settings in {source} must be a mapping of setting names to values.",

@@ -14,12 +14,14 @@ from __future__ import annotations
 import builtins
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tiffin.models.frameworks import Framework
 from tiffin.models.model import FileEntry, FrameworkInfo, Model, ModelInfo, Signature
 from tiffin.models.store import ModelBuilder, ModelRef, ModelStore
-from tiffin.tag import Tag
+
+if TYPE_CHECKING:  # annotations only: Tag is exported as tiffin.Tag, not tiffin.models.Tag
+    from tiffin.tag import Tag
 
 __all__ = [
     "FileEntry",

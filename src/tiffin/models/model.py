@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tiffin.exceptions import FrameworkError, TiffinError
+from tiffin.exceptions import FrameworkError, MissingDependency, TiffinError
 from tiffin.models import frameworks
 from tiffin.tag import Tag
 
@@ -89,7 +89,15 @@ class Model:
     @property
     def framework(self) -> frameworks.Framework:
         """The handler that saved this model (``MissingDependency`` if its plugin is gone)."""
-        return frameworks.get(self.info.framework.name)
+        name = self.info.framework.name
+        if name not in frameworks.available():
+            raise MissingDependency(
+                f"Model '{self.tag}' was saved with the '{name}' framework, which no installed "
+                f"package provides. Install the plugin that registers '{name}' under the "
+                f"'{frameworks.ENTRY_POINT_GROUP}' entry point group.",
+                detail={"framework": name, "tag": str(self.tag)},
+            )
+        return frameworks.get(name)
 
     def load(self, **kwargs: Any) -> Any:
         """Load the model object; ``kwargs`` go to the framework (e.g. ``providers=`` for ONNX)."""

@@ -90,6 +90,11 @@ def _plain(value: Any, where: str) -> Any:
 
 
 def _labels(labels: Mapping[str, str] | None) -> dict[str, str]:
+    if labels is not None and not isinstance(labels, Mapping):
+        raise InvalidArgument(
+            f"labels must be a dict of strings to strings, not {type(labels).__name__}.",
+            detail={"field": "labels"},
+        )
     checked = {}
     for key, value in (labels or {}).items():
         if not isinstance(key, str) or not _LABEL_KEY.fullmatch(key):
@@ -99,9 +104,9 @@ def _labels(labels: Mapping[str, str] | None) -> dict[str, str]:
                 detail={"field": f"labels[{key!r}]"},
             )
         if not isinstance(value, str) or len(value) > 255:
+            got = f"{len(value)} characters" if isinstance(value, str) else type(value).__name__
             raise InvalidArgument(
-                f"Label '{key}' must have a string value of at most 255 characters, not "
-                f"{type(value).__name__}.",
+                f"Label '{key}' must have a string value of at most 255 characters, not {got}.",
                 detail={"field": f"labels[{key!r}]"},
             )
         checked[key] = value
@@ -113,6 +118,12 @@ def _signatures(
 ) -> dict[str, dict[str, Any]]:
     if isinstance(signatures, list):
         signatures = {method: {} for method in signatures}
+    elif signatures is not None and not isinstance(signatures, Mapping):
+        raise InvalidArgument(
+            "signatures must be a list of method names or a dict of method names to options, "
+            f"not {type(signatures).__name__}.",
+            detail={"field": "signatures"},
+        )
     checked = {}
     for method, options in (signatures or {}).items():
         if not isinstance(method, str) or not _METHOD.fullmatch(method):
@@ -320,16 +331,18 @@ class ModelStore:
     def get(self, tag: str | Tag) -> Model:
         """The model ``tag`` means: ``name``, ``name:latest``, ``name:version``, ``name:alias``."""
         resolved = self.items.resolve(tag)
-        manifest = self.items.manifest(resolved)
+        return self._model(resolved, self.items.manifest(resolved))
+
+    def _model(self, tag: Tag, manifest: Mapping[str, Any]) -> Model:
         try:
             info = ModelInfo.model_validate(manifest)
         except ValidationError as exc:
             raise TiffinError(
-                f"The model.yaml of '{resolved}' is damaged ({exc.errors()[0]['msg']}). Delete "
-                f"it with 'tiffin models delete {resolved}' and save it again.",
-                detail={"tag": str(resolved)},
+                f"The model.yaml of '{tag}' is damaged ({exc.errors()[0]['msg']}). Delete "
+                f"it with 'tiffin models delete {tag}' and save it again.",
+                detail={"tag": str(tag)},
             ) from None
-        return Model(resolved, self.items.path(resolved), info)
+        return Model(tag, self.items.path(tag), info)
 
     def list(
         self, name: str | None = None, *, labels: Mapping[str, str] | None = None
@@ -341,7 +354,7 @@ class ModelStore:
         for tag, manifest in self.items.items(name):
             have = manifest.get("labels") or {}
             if all(have.get(k) == v for k, v in wanted.items()):
-                found.append(Model(tag, self.items.path(tag), ModelInfo.model_validate(manifest)))
+                found.append(self._model(tag, manifest))
         return found
 
     def verify(self, tag: str | Tag) -> Model:

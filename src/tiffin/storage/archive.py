@@ -26,7 +26,7 @@ from typing import IO, Any
 
 import yaml
 
-from tiffin.exceptions import CorruptArchive, UnsafeArchive
+from tiffin.exceptions import CorruptArchive, InvalidArgument, NotFound, UnsafeArchive
 from tiffin.storage.digest import CHUNK, HashingWriter
 from tiffin.storage.local import LocalStore, safe_relpath
 from tiffin.tag import Tag
@@ -171,6 +171,17 @@ def import_item(
     Raises ``CorruptArchive`` or ``UnsafeArchive`` and writes nothing for a bad archive.
     """
     source = source.expanduser()
+    if not source.is_file():
+        if source.exists():
+            raise InvalidArgument(
+                f"{source} is not a file. Give the path of an archive written by "
+                f"'{store.kind.command} export'.",
+                detail={"archive": str(source)},
+            )
+        raise NotFound(
+            f"Archive {source} does not exist. Check the path.",
+            detail={"archive": str(source)},
+        )
     manifest_name = store.kind.manifest
     scratch: Path | None = None
     try:
@@ -294,6 +305,7 @@ def _read_archive(
         validate(data)
     if (store.path(tag) / manifest_name).is_file():
         return tag, _same_or_raise(store, source, tag, files), None
+    store.check_not_alias(tag)
     scratch = store.scratch()
     try:
         _extract(
@@ -304,11 +316,12 @@ def _read_archive(
             manifest_name=manifest_name,
             scratch=scratch,
         )
+        (scratch / manifest_name).write_bytes(manifest_bytes)
+        published = store.publish(scratch, tag)
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
         raise
-    (scratch / manifest_name).write_bytes(manifest_bytes)
-    if not store.publish(scratch, tag):
+    if not published:
         return tag, _same_or_raise(store, source, tag, files), scratch
     return tag, True, None
 

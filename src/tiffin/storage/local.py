@@ -69,7 +69,13 @@ class ItemKind:
 def read_manifest(path: Path) -> dict[str, Any]:
     """Parse a manifest file into a mapping."""
     with open(path, encoding="utf-8") as stream:
-        data = yaml.load(stream, Loader=_Loader)  # noqa: S506 - a safe loader
+        try:
+            data = yaml.load(stream, Loader=_Loader)  # noqa: S506 - a safe loader
+        except yaml.YAMLError as exc:
+            raise TiffinError(
+                f"{path} is not valid YAML ({exc}). The item is damaged; delete it.",
+                detail={"path": str(path)},
+            ) from None
     if not isinstance(data, dict):
         raise TiffinError(f"{path} does not hold a mapping. The item is damaged; delete it.")
     return data
@@ -260,7 +266,21 @@ class LocalStore:
                 detail={"version": version},
             )
         tag = Tag(name, version or new_version())
+        if version is not None:
+            self.check_not_alias(tag)
         return Staging(self, self.scratch(), tag, auto_version=version is None)
+
+    def check_not_alias(self, tag: Tag) -> None:
+        """Refuse to add the version ``tag`` when it is already an alias of that name,
+        which would leave ``name:version`` meaning two things."""
+        target = self.aliases(tag.name).get(str(tag.version))
+        if target is not None:
+            raise Conflict(
+                f"'{tag}' is an alias of version '{target}', so it cannot be a version too. "
+                f"Choose another version, or remove the alias first ('{self.kind.command} "
+                f"alias {tag} --remove').",
+                detail={"tag": str(tag), "alias_of": target},
+            )
 
     def scratch(self) -> Path:
         """A new empty directory under ``.staging`` to build an item in."""

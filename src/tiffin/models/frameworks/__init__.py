@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 from tiffin.exceptions import FrameworkError, InvalidArgument
 from tiffin.storage import Staging
 
-__all__ = ["ENTRY_POINT_GROUP", "Framework", "available", "detect", "get"]
+__all__ = ["ENTRY_POINT_GROUP", "Framework", "available", "detect", "get", "refresh"]
 
 ENTRY_POINT_GROUP = "tiffin.frameworks"
 
@@ -86,6 +86,13 @@ def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:
     return {ep.name: ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
 
 
+def refresh() -> None:
+    """Forget the registered frameworks, so plugins installed since are found."""
+    _entry_points.cache_clear()
+    get.cache_clear()
+    _by_module.cache_clear()
+
+
 def available() -> list[str]:
     """Names of every registered framework."""
     return sorted(_entry_points())
@@ -118,25 +125,28 @@ def get(name: str) -> Framework:
     return cls()
 
 
+@functools.cache
+def _by_module() -> dict[str, tuple[str, ...]]:
+    """Top-level module -> names of the frameworks declaring it; built once, so a plugin
+    that fails to import is tried once, not on every save."""
+    index: dict[str, list[str]] = {}
+    for name in available():
+        try:
+            modules = get(name).modules
+        except FrameworkError:
+            continue  # reported when that framework is asked for by name
+        for module in modules:
+            index.setdefault(module, []).append(name)
+    return {module: tuple(names) for module, names in index.items()}
+
+
 def detect(obj: Any) -> Framework:
     """The handler for ``obj``: the first whose ``modules`` include the top-level module of
     the object's class or one of its bases and that accepts it; ``pickle`` otherwise."""
-    by_module: dict[str, list[str]] = {}
-    for name in available():
-        entry_modules = _declared_modules(name)
-        for module in entry_modules:
-            by_module.setdefault(module, []).append(name)
+    index = _by_module()
     for cls in type(obj).__mro__:
-        top = cls.__module__.partition(".")[0]
-        for name in by_module.get(top, []):
+        for name in index.get(cls.__module__.partition(".")[0], ()):
             handler = get(name)
             if handler.handles(obj):
                 return handler
     return get("pickle")
-
-
-def _declared_modules(name: str) -> tuple[str, ...]:
-    try:
-        return get(name).modules
-    except FrameworkError:
-        return ()
