@@ -14,6 +14,7 @@ from tiffin.exceptions import (
     Conflict,
     CorruptArchive,
     FrameworkError,
+    IntegrityError,
     InvalidArgument,
     InvalidTag,
     MissingDependency,
@@ -41,6 +42,7 @@ TREE: list[tuple[type[TiffinError], type[Exception], int, int]] = [
     (UnsafeArchive, ArchiveError, 400, 5),
     (MissingDependency, TiffinError, 500, 6),
     (FrameworkError, TiffinError, 500, 7),
+    (IntegrityError, TiffinError, 500, 8),
 ]
 
 

@@ -17,7 +17,8 @@ the class named in an error body's ``type``.
     │   ├── CorruptArchive           400  exit 5   unreadable, truncated, or a hash mismatch
     │   └── UnsafeArchive            400  exit 5   a member that would land outside its target
     ├── MissingDependency            500  exit 6   an optional package (an extra) is not installed
-    └── FrameworkError               500  exit 7   a framework handler failed to save or load
+    ├── FrameworkError               500  exit 7   a framework handler failed to save or load
+    └── IntegrityError               500  exit 8   a stored file is missing or fails its sha256
 
 Every message says what went wrong and ends with what to do about it.
 """
@@ -33,6 +34,7 @@ __all__ = [
     "Conflict",
     "CorruptArchive",
     "FrameworkError",
+    "IntegrityError",
     "InvalidArgument",
     "InvalidTag",
     "MissingDependency",
@@ -140,6 +142,18 @@ class FrameworkError(TiffinError):
     """Raised when a framework handler fails to save or load a model."""
 
     exit_code = 7
+
+
+class IntegrityError(TiffinError):
+    """Raised when a file in the store is missing or no longer matches its recorded sha256."""
+
+    exit_code = 8
+
+
+def describe(exc: BaseException) -> str:
+    """``"ValueError: bad value"`` for use inside a sentence (no doubled full stop)."""
+    text = str(exc).strip().rstrip(".")
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _subclasses(cls: type[TiffinError]) -> list[type[TiffinError]]:

@@ -16,6 +16,7 @@ from tiffin.cli import cli
 from tiffin.exceptions import (
     Conflict,
     CorruptArchive,
+    IntegrityError,
     InvalidArgument,
     InvalidTag,
     ModelNotFound,
@@ -159,8 +160,8 @@ def test_delete_of_an_aliased_version_needs_force(
     home: Path, saved: list[Model], store: ModelStore
 ) -> None:
     store.alias(saved[1].tag, "production")
-    refused = run(home, "models", "delete", "iris:production", "--yes")
-    assert refused.exit_code == Conflict.exit_code == 4
+    refused = run(home, "models", "delete", "iris:production", input="y\n")
+    assert refused.exit_code == Conflict.exit_code == 4  # refused before asking
     assert refused.stderr == (
         f"Error: Model '{saved[1].tag}' is aliased as 'iris:production'. Move the alias first "
         "('tiffin models alias <tag> production'), or delete with --force to remove the "
@@ -210,7 +211,7 @@ def test_import_of_a_missing_file_is_a_usage_error(home: Path, tmp_path: Path) -
 def test_verify_reports_a_tampered_file(home: Path, saved: list[Model]) -> None:
     (saved[0].path / "model.pkl").write_bytes(b"tampered")
     result = run(home, "models", "verify", str(saved[0].tag))
-    assert result.exit_code == CorruptArchive.exit_code
+    assert result.exit_code == IntegrityError.exit_code == 8
     assert result.stderr == (
         f"Error: File 'model.pkl' of model '{saved[0].tag}' is missing or does not match its "
         f"recorded sha256. Delete it with 'tiffin models delete {saved[0].tag}' and save or "

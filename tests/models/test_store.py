@@ -458,6 +458,21 @@ def test_an_object_that_cannot_be_pickled_leaves_nothing(store: ModelStore) -> N
     assert_empty(store)
 
 
+class FussyObject:
+    def __reduce__(self) -> tuple[Any, ...]:
+        raise TypeError("objects of this kind are not picklable.")
+
+
+def test_a_wrapped_error_reads_as_one_sentence(store: ModelStore) -> None:
+    with pytest.raises(FrameworkError) as caught:
+        store.save("iris", FussyObject())
+    assert caught.value.message == (
+        "The 'pickle' framework could not save the model 'iris': TypeError: objects of this "
+        "kind are not picklable. Pass framework= to choose another handler, or make the object "
+        "serialisable by this one."
+    )
+
+
 def test_files_framework_needs_create(store: ModelStore) -> None:
     with pytest.raises(InvalidArgument, match=r"^The 'files' framework has no object to save\."):
         store.save("iris", 1, framework="files")

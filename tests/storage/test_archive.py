@@ -19,6 +19,7 @@ from tiffin.exceptions import (
     ArchiveError,
     Conflict,
     CorruptArchive,
+    IntegrityError,
     InvalidArgument,
     ModelExists,
     ModelNotFound,
@@ -708,3 +709,24 @@ def test_written_files_are_checked_not_just_the_header(
     assert error.message == corrupt(
         path, "the sha256 of 'weights.bin' does not match its model.yaml"
     )
+
+
+@pytest.mark.parametrize("damage", ["missing", "resized"])
+def test_export_of_a_damaged_model_writes_no_archive(
+    source: ModelStore, tmp_path: Path, damage: str
+) -> None:
+    model = source.get("iris:v1")
+    rel = sorted(model.info.files)[0]
+    victim = model.path / rel
+    if damage == "missing":
+        victim.unlink()
+    else:
+        victim.write_bytes(victim.read_bytes() + b"!")
+    dest = tmp_path / "out" / "iris.tar"
+    with pytest.raises(IntegrityError) as caught:
+        source.export("iris:v1", dest)
+    assert caught.value.message == (
+        f"File '{rel}' of model 'iris:v1' is missing or does not match its recorded "
+        "sha256. Delete it with 'tiffin models delete iris:v1' and save or import it again."
+    )
+    assert list(dest.parent.iterdir()) == []

@@ -11,7 +11,7 @@ import pytest
 from tiffin.exceptions import (
     AlreadyExists,
     Conflict,
-    CorruptArchive,
+    IntegrityError,
     InvalidArgument,
     InvalidTag,
     ModelExists,
@@ -406,7 +406,7 @@ def test_verify_detects_a_tampered_file(store: ModelStore, damage: str) -> None:
         target.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
     else:
         target.unlink()
-    with pytest.raises(CorruptArchive) as caught:
+    with pytest.raises(IntegrityError) as caught:
         store.verify("iris:v1")
     assert caught.value.message == (
         "File 'model.pkl' of model 'iris:v1' is missing or does not match its recorded sha256. "

@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from tiffin.cli.models import models
-from tiffin.exceptions import TiffinError
+from tiffin.exceptions import TiffinError, describe
 
 __all__ = ["cli", "main"]
 
@@ -45,8 +45,7 @@ class _Root(click.Group):
                 traceback.print_exc()
             else:
                 click.echo(
-                    f"Error: unexpected {type(exc).__name__}: {exc}. Run again with --debug for "
-                    "the traceback.",
+                    f"Error: unexpected {describe(exc)}. Run again with --debug for the traceback.",
                     err=True,
                 )
             ctx.exit(1)

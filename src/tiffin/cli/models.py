@@ -123,7 +123,7 @@ def get(ctx: click.Context, tag: str, output: str) -> None:
 def delete(ctx: click.Context, tags: tuple[str, ...], yes: bool, force: bool) -> None:
     """Delete model versions (TAG: name:version, name:alias, or name for the newest)."""
     store = store_from(ctx)
-    resolved = [store.items.resolve(tag) for tag in tags]
+    resolved = [store.items.check_delete(tag, force=force)[0] for tag in tags]
     if not yes:
         shown = ", ".join(str(tag) for tag in resolved)
         click.confirm(f"Delete {shown}?", abort=True, err=True)
@@ -142,9 +142,9 @@ def alias(ctx: click.Context, tag: str, alias: str | None, remove: bool, output:
     """Point ALIAS at TAG's version, remove an alias, or list a name's aliases.
 
     \b
-      tiffin models alias iris:20261124-153012-482-k3x9 production   set or move
-      tiffin models alias iris:production --remove                    remove
-      tiffin models alias iris                                        list
+      tiffin models alias iris:20261124-153012-482-k3x9q2ab production   set or move
+      tiffin models alias iris:production --remove                        remove
+      tiffin models alias iris                                            list
     """
     store = store_from(ctx)
     parsed = Tag.parse(tag)

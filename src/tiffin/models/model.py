@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tiffin.exceptions import FrameworkError, MissingDependency, TiffinError
+from tiffin.exceptions import FrameworkError, MissingDependency, TiffinError, describe
 from tiffin.models import frameworks
 from tiffin.tag import Tag
 
@@ -109,7 +109,7 @@ class Model:
         except Exception as exc:
             raise FrameworkError(
                 f"The '{handler.name}' framework could not load model '{self.tag}': "
-                f"{type(exc).__name__}: {exc}. Check it with 'tiffin models get {self.tag}' "
+                f"{describe(exc)}. Check it with 'tiffin models get {self.tag}' "
                 "(framework versions) and 'tiffin models verify', or save it again.",
                 detail={"framework": handler.name, "tag": str(self.tag)},
             ) from exc

@@ -25,6 +25,7 @@ from tiffin.exceptions import (
     ModelExists,
     ModelNotFound,
     TiffinError,
+    describe,
 )
 from tiffin.models import frameworks
 from tiffin.models.model import Model, ModelInfo, Signature
@@ -282,7 +283,7 @@ class ModelStore:
             except Exception as exc:
                 raise FrameworkError(
                     f"The '{handler.name}' framework could not save the model '{tag.name}': "
-                    f"{type(exc).__name__}: {exc}. Pass framework= to choose another handler, "
+                    f"{describe(exc)}. Pass framework= to choose another handler, "
                     "or make the object serialisable by this one.",
                     detail={"framework": handler.name, "tag": str(tag)},
                 ) from exc

@@ -14,6 +14,7 @@ refused archive leaves the store exactly as it was.
 
 from __future__ import annotations
 
+import gzip
 import os
 import re
 import secrets
@@ -80,7 +81,12 @@ def export_item(
             for rel in members:
                 path = base / rel
                 info = tarfile.TarInfo(f"{prefix}/{rel}")
-                info.size = path.stat().st_size
+                try:
+                    info.size = path.stat().st_size
+                except FileNotFoundError:
+                    raise store.damaged(tag, rel) from None
+                if rel in manifest["files"] and info.size != manifest["files"][rel]["size"]:
+                    raise store.damaged(tag, rel)
                 info.mode = 0o644
                 info.mtime = mtime
                 with open(path, "rb") as stream:
@@ -190,9 +196,9 @@ def import_item(
             try:
                 with tarfile.open(fileobj=reader, mode="r|*") as tar:  # type: ignore[call-overload]
                     tag, added, scratch = _read_archive(store, source, tar, manifest_name, validate)
-            except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
-                if isinstance(exc, FileNotFoundError | PermissionError | IsADirectoryError):
-                    raise
+            # Only what reading a bad archive raises: a full disk or a permission error
+            # while writing the store is not the archive's fault and propagates as it is.
+            except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
                 raise _corrupt(source, f"it cannot be read as a tar archive ({exc})") from None
     finally:
         if scratch is not None and scratch.exists():

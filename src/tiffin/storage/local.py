@@ -33,7 +33,7 @@ import yaml
 from tiffin.exceptions import (
     AlreadyExists,
     Conflict,
-    CorruptArchive,
+    IntegrityError,
     InvalidArgument,
     NotFound,
     TiffinError,
@@ -405,6 +405,15 @@ class LocalStore:
         except FileNotFoundError:
             raise self._not_found(tag) from None
 
+    def damaged(self, tag: Tag, rel: str) -> IntegrityError:
+        """The error for a file of a stored item that is missing or altered."""
+        return IntegrityError(
+            f"File '{rel}' of {self.kind.noun} '{tag}' is missing or does not match its "
+            f"recorded sha256. Delete it with '{self.kind.command} delete {tag}' and save or "
+            "import it again.",
+            detail={"tag": str(tag), "path": rel},
+        )
+
     def verify(self, tag: Tag) -> None:
         """Check every file of a resolved item against the sha256 in its manifest."""
         manifest = self.manifest(tag)
@@ -412,12 +421,7 @@ class LocalStore:
         for rel, entry in manifest.get("files", {}).items():
             path = base / safe_relpath(rel)
             if not path.is_file() or sha256_file(path) != entry["sha256"]:
-                raise CorruptArchive(
-                    f"File '{rel}' of {self.kind.noun} '{tag}' is missing or does not match "
-                    f"its recorded sha256. Delete it with '{self.kind.command} delete {tag}' "
-                    "and save or import it again.",
-                    detail={"tag": str(tag), "path": rel},
-                )
+                raise self.damaged(tag, rel)
 
     # -- aliases ---------------------------------------------------------------------
 
@@ -473,9 +477,9 @@ class LocalStore:
 
     # -- deleting --------------------------------------------------------------------
 
-    def delete(self, tag: Tag | str, *, force: bool = False) -> Tag:
-        """Delete one version. An aliased version is kept unless ``force``, which also
-        removes the aliases pointing at it."""
+    def check_delete(self, tag: Tag | str, *, force: bool = False) -> tuple[Tag, list[str]]:
+        """What ``delete`` would remove: the resolved tag and the aliases pointing at it.
+        Raises ``Conflict`` for an aliased version unless ``force``; changes nothing."""
         resolved = self.resolve(tag)
         pointing = [a for a, v in self.aliases(resolved.name).items() if v == resolved.version]
         if pointing and not force:
@@ -486,6 +490,12 @@ class LocalStore:
                 "with --force to remove the aliases too.",
                 detail={"tag": str(resolved), "aliases": pointing},
             )
+        return resolved, pointing
+
+    def delete(self, tag: Tag | str, *, force: bool = False) -> Tag:
+        """Delete one version. An aliased version is kept unless ``force``, which also
+        removes the aliases pointing at it."""
+        resolved, pointing = self.check_delete(tag, force=force)
         for alias in pointing:
             (self.root / resolved.name / ".aliases" / alias).unlink(missing_ok=True)
         trash = self.root / ".trash"
