@@ -1,7 +1,9 @@
 """Saving and loading a large model, compared with copying the same bytes with `cp`.
 
 The model is a dict holding one numpy array of SIZE bytes, saved with the default
-(pickle) framework. Each measurement is repeated and the median kept:
+(pickle) framework. After an untimed warm-up round, the operations run in turn REPEAT
+times, each starting with no dirty pages waiting to be written back; the median and
+best of each are kept:
 
     cp          cp SRC DST of a file holding the array's bytes (page cache warm)
     sha256sum   sha256sum SRC (coreutils)
@@ -12,7 +14,7 @@ The model is a dict holding one numpy array of SIZE bytes, saved with the defaul
     cp+sync     cp, then fsync the copy (sync DST)
     save durable  save with durable_writes=True (fsync before the model becomes visible)
 
-Usage: python bench/model_store_io.py [--size-mib 1024] [--repeat 5]
+Usage: python bench/model_store_io.py [--size-mib 1024] [--repeat 7]
 Results are printed as a table and written to bench/results/model_store_io.json.
 """
 
@@ -53,7 +55,7 @@ def timed(action: Callable[[], object], cleanup: Callable[[], object]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=1024)
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
     size = args.size_mib << 20
 
@@ -94,34 +96,42 @@ def main() -> None:
             ),
             "save durable": (lambda: durable.save("big", {"weights": weights}), drop_models),
         }
+        for action, cleanup in operations.values():  # warm-up round, not counted
+            timed(action, cleanup)
         samples: dict[str, list[float]] = {name: [] for name in operations}
         for _ in range(args.repeat):  # interleaved, so drift in the machine hits all alike
             for name, (action, cleanup) in operations.items():
                 samples[name].append(timed(action, cleanup))
-        results = {name: statistics.median(values) for name, values in samples.items()}
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
+    results = {name: statistics.median(values) for name, values in samples.items()}
+    best = {name: min(values) for name, values in samples.items()}
     ratios = {
         "save / cp": results["save"] / results["cp"],
         "load / cp": results["load"] / results["cp"],
         "sha256 in memory / cp": results["sha256 in memory"] / results["cp"],
         "save durable / cp+sync": results["save durable"] / results["cp+sync"],
     }
-    print(f"\n{args.size_mib} MiB model, median of {args.repeat} runs, {os.cpu_count()} cores\n")
-    print(f"{'operation':<18}{'seconds':>9}{'GiB/s':>8}")
+    print(f"\n{args.size_mib} MiB model, {args.repeat} interleaved runs, {os.cpu_count()} cores\n")
+    print(f"{'operation':<18}{'median s':>9}{'best s':>8}{'GiB/s':>7}   every run")
     for name, seconds in results.items():
-        print(f"{name:<18}{seconds:>9.3f}{size / seconds / (1 << 30):>8.2f}")
-    print()
+        runs = " ".join(f"{v:.2f}" for v in samples[name])
+        rate = size / seconds / (1 << 30)
+        print(f"{name:<18}{seconds:>9.3f}{best[name]:>8.3f}{rate:>7.2f}   {runs}")
+    print(f"\n{'ratio of medians':<24}{'':>6}  (best / best)")
     for name, ratio in ratios.items():
-        print(f"{name:<24}{ratio:>6.2f}x")
+        top, bottom = (part.strip() for part in name.split("/"))
+        print(f"{name:<24}{ratio:>6.2f}x  ({best[top] / best[bottom]:.2f}x)")
     RESULTS.mkdir(exist_ok=True)
     report = {
         "size_bytes": size,
         "repeat": args.repeat,
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
-        "seconds": results,
+        "median_seconds": results,
+        "best_seconds": best,
+        "samples": samples,
         "ratios": ratios,
     }
     (RESULTS / "model_store_io.json").write_text(json.dumps(report, indent=2))
