@@ -11,7 +11,7 @@ from tiffin import config
 from tiffin.config import Settings, load
 from tiffin.exceptions import ConfigError
 
-KNOWN = "Known settings: debug, durable_writes, home."
+KNOWN = "Known settings: " + ", ".join(sorted(Settings.model_fields)) + "."
 ENV = "the environment (TIFFIN_*)"
 
 
@@ -207,8 +207,8 @@ def test_unknown_key_in_flags() -> None:
 
 def test_unknown_key_in_code() -> None:
     with pytest.raises(ConfigError) as caught:
-        load(code={"workers": 2})
-    assert caught.value.message == f"Unknown setting 'workers' in code arguments. {KNOWN}"
+        load(code={"wrokers": 2})
+    assert caught.value.message == f"Unknown setting 'wrokers' in code arguments. {KNOWN}"
 
 
 def test_bad_boolean_in_the_environment() -> None:
@@ -294,3 +294,18 @@ def test_errors_leave_the_files_alone(tmp_path: Path) -> None:
         load(directory=tmp_path)
     assert path.read_text(encoding="utf-8") == text
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiffin.yaml"]
+
+
+def test_list_settings_from_the_environment_are_comma_separated() -> None:
+    settings = load(environ={"TIFFIN_API_KEYS": " k1, k2 ,,", "TIFFIN_CORS_ORIGINS": "*"})
+    assert settings.api_keys == ("k1", "k2")
+    assert settings.cors_origins == ("*",)
+
+
+def test_server_settings_are_checked() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load(environ={"TIFFIN_PORT": "70000"})
+    assert caught.value.message.startswith(
+        "Bad value for setting 'port' in the environment (TIFFIN_*): Input should be less than "
+        "or equal to 65535."
+    )

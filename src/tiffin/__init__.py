@@ -10,6 +10,16 @@ from importlib.metadata import PackageNotFoundError, version
 
 from tiffin import config, models
 from tiffin.config import Settings
+from tiffin.io import DType, Shape
+from tiffin.service import (
+    Batch,
+    api,
+    depends,
+    on_shutdown,
+    on_startup,
+    readiness,
+    service,
+)
 from tiffin.exceptions import (
     AlreadyExists,
     ArchiveError,
@@ -37,9 +47,11 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 __all__ = [
     "AlreadyExists",
     "ArchiveError",
+    "Batch",
     "ConfigError",
     "Conflict",
     "CorruptArchive",
+    "DType",
     "FrameworkError",
     "IntegrityError",
     "InvalidArgument",
@@ -49,10 +61,17 @@ __all__ = [
     "ModelNotFound",
     "NotFound",
     "Settings",
+    "Shape",
     "Tag",
     "TiffinError",
     "UnsafeArchive",
     "__version__",
+    "api",
     "config",
+    "depends",
     "models",
+    "on_shutdown",
+    "on_startup",
+    "readiness",
+    "service",
 ]

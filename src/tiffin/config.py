@@ -17,10 +17,10 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tiffin.exceptions import ConfigError
 
@@ -32,11 +32,30 @@ ENV_PREFIX = "TIFFIN_"
 class Settings(BaseModel):
     """Resolved settings. Frozen: derive a changed copy with ``model_copy(update=...)``.
 
+    Each setting is also read from ``TIFFIN_<NAME>`` (lists as comma-separated values).
+
     Attributes:
-        home: where the local model and bundle stores live (``TIFFIN_HOME``, default ``~/.tiffin``).
-        debug: show tracebacks for CLI errors (``TIFFIN_DEBUG``).
+        home: where the local model and bundle stores live (default ``~/.tiffin``).
+        debug: show tracebacks for CLI errors.
         durable_writes: fsync stored files before they become visible, so a power loss
-            cannot leave a half-written model (``TIFFIN_DURABLE_WRITES``; slower).
+            cannot leave a half-written model (slower).
+        service: the service to serve, as ``module:Class`` (``tiffin serve`` with no argument).
+        host, port: where the server listens.
+        workers: worker processes serving requests.
+        timeout: seconds an API call may run before the caller gets 504.
+        max_concurrency: API calls running at once in one worker.
+        max_queue: requests that may wait for a slot in one worker; past it, 503.
+        max_body_size: the largest request body in bytes; larger ones get 413.
+        grace_period: seconds in-flight requests get to finish after SIGTERM.
+        api_keys: when not empty, API requests need one of these keys
+            (``Authorization: Bearer <key>`` or ``X-API-Key: <key>``).
+        docs_need_key, metrics_need_key: whether ``/docs`` (and ``/openapi.json``) and
+            ``/metrics`` need a key too when ``api_keys`` is set.
+        cors_origins: origins allowed to call the API from a browser (``*`` for any);
+            empty turns CORS off.
+        log_format: ``json``, ``console``, or ``auto`` (console on a terminal, else JSON).
+        log_level: ``debug``, ``info``, ``warning`` or ``error``.
+        access_log: one log line per request.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -44,6 +63,22 @@ class Settings(BaseModel):
     home: Path = Path("~/.tiffin")
     debug: bool = False
     durable_writes: bool = False
+    service: str | None = None
+    host: str = "0.0.0.0"  # noqa: S104 - a server in a container must listen on every interface
+    port: int = Field(default=3000, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1)
+    timeout: float = Field(default=60.0, gt=0)
+    max_concurrency: int = Field(default=32, ge=1)
+    max_queue: int = Field(default=128, ge=0)
+    max_body_size: int = Field(default=64 << 20, ge=1)
+    grace_period: float = Field(default=30.0, ge=0)
+    api_keys: tuple[str, ...] = ()
+    docs_need_key: bool = False
+    metrics_need_key: bool = False
+    cors_origins: tuple[str, ...] = ()
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    access_log: bool = True
 
     def model_post_init(self, context: Any, /) -> None:
         object.__setattr__(self, "home", self.home.expanduser())
@@ -111,9 +146,13 @@ def _file_layer(directory: Path) -> tuple[dict[str, Any], str]:
 
 def _env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
     layer: dict[str, Any] = {}
-    for name in Settings.model_fields:
+    for name, info in Settings.model_fields.items():
         value = environ.get(ENV_PREFIX + name.upper())
-        if value is not None and value != "":
+        if value is None or value == "":
+            continue
+        if get_origin(info.annotation) is tuple:
+            layer[name] = tuple(part.strip() for part in value.split(",") if part.strip())
+        else:
             layer[name] = value
     return layer
 

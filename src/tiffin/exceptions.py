@@ -16,6 +16,18 @@ the class named in an error body's ``type``.
     ├── ArchiveError                 400  exit 5   an archive that cannot be imported
     │   ├── CorruptArchive           400  exit 5   unreadable, truncated, or a hash mismatch
     │   └── UnsafeArchive            400  exit 5   a member that would land outside its target
+    ├── RequestError                 400  exit 2   an HTTP request the server cannot take
+    │   ├── MalformedRequest         400  exit 2   a body that cannot be parsed (e.g. bad JSON)
+    │   ├── Unauthorized             401  exit 2   no valid API key
+    │   ├── RouteNotFound            404  exit 3   no API at that path
+    │   ├── MethodNotAllowed         405  exit 2   the path exists, the HTTP method does not
+    │   ├── PayloadTooLarge          413  exit 2   a body over the server's size limit
+    │   ├── UnsupportedMediaType     415  exit 2   a Content-Type the API does not take
+    │   └── ValidationFailed         422  exit 2   a body that does not match the API's schema
+    ├── ServiceUnavailable           503  exit 9   busy (queue full) or not ready; retry later
+    ├── RequestTimeout               504  exit 9   the API did not answer within its timeout
+    ├── ServiceError                 500  exit 9   the service's own code raised
+    ├── ServiceDefinitionError       500  exit 2   a @tiffin.service / @tiffin.api used wrongly
     ├── MissingDependency            500  exit 6   an optional package (an extra) is not installed
     ├── FrameworkError               500  exit 7   a framework handler failed to save or load
     └── IntegrityError               500  exit 8   a stored file is missing or fails its sha256
@@ -37,12 +49,24 @@ __all__ = [
     "IntegrityError",
     "InvalidArgument",
     "InvalidTag",
+    "MalformedRequest",
+    "MethodNotAllowed",
     "MissingDependency",
     "ModelExists",
     "ModelNotFound",
     "NotFound",
+    "PayloadTooLarge",
+    "RequestError",
+    "RequestTimeout",
+    "RouteNotFound",
+    "ServiceDefinitionError",
+    "ServiceError",
+    "ServiceUnavailable",
     "TiffinError",
+    "Unauthorized",
     "UnsafeArchive",
+    "UnsupportedMediaType",
+    "ValidationFailed",
     "error_class",
 ]
 
@@ -130,6 +154,83 @@ class CorruptArchive(ArchiveError):
 
 class UnsafeArchive(ArchiveError):
     """Raised when an archive member would be written outside its target or is not a plain file."""
+
+
+class RequestError(TiffinError):
+    """Base of errors in an HTTP request that the server refuses (4xx)."""
+
+    status_code = 400
+    exit_code = 2
+
+
+class MalformedRequest(RequestError):
+    """Raised for a body that cannot be parsed: invalid JSON, bad encoding, broken multipart."""
+
+
+class Unauthorized(RequestError):
+    """Raised when API keys are required and the request has no valid one."""
+
+    status_code = 401
+
+
+class RouteNotFound(RequestError):
+    """Raised for a path where the service has no API."""
+
+    status_code = 404
+    exit_code = 3
+
+
+class MethodNotAllowed(RequestError):
+    """Raised when the path exists but not for that HTTP method."""
+
+    status_code = 405
+
+
+class PayloadTooLarge(RequestError):
+    """Raised for a request body over the server's ``max_body_size``."""
+
+    status_code = 413
+
+
+class UnsupportedMediaType(RequestError):
+    """Raised for a ``Content-Type`` the API does not accept."""
+
+    status_code = 415
+
+
+class ValidationFailed(RequestError):
+    """Raised when a request body does not match the API's schema; ``detail["errors"]``
+    lists each problem with its location."""
+
+    status_code = 422
+
+
+class ServiceUnavailable(TiffinError):
+    """Raised when the server is too busy (its wait queue is full) or not ready yet."""
+
+    status_code = 503
+    exit_code = 9
+
+
+class RequestTimeout(TiffinError):
+    """Raised when an API call runs past its timeout."""
+
+    status_code = 504
+    exit_code = 9
+
+
+class ServiceError(TiffinError):
+    """Raised when the service's own code fails; the body carries the request id to find
+    the traceback in the server's log."""
+
+    exit_code = 9
+
+
+class ServiceDefinitionError(TiffinError):
+    """Raised when ``@tiffin.service``, ``@tiffin.api`` or ``tiffin.depends`` is used wrongly;
+    raised at import time, when the class is decorated."""
+
+    exit_code = 2
 
 
 class MissingDependency(TiffinError):

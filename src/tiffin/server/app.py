@@ -1,0 +1,504 @@
+"""The ASGI app built from a service.
+
+Every service gets, beside its APIs: ``/livez``, ``/readyz``, ``/metrics``,
+``/openapi.json`` and ``/docs``. The request path is kept short on purpose: routes are
+one dict lookup, headers are read in one pass, a request body is decoded with one JSON
+parse and one pydantic validation, and nothing is logged until the response is sent.
+
+Errors are JSON ``{"error": {"type", "message", "detail"}}`` with the status of the
+``TiffinError`` class named in ``type``; an exception in the service's code is a 500
+carrying the request id, and its traceback is logged with that id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import inspect
+import logging
+import re
+import time
+import traceback
+import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Any
+
+from tiffin.config import Settings
+from tiffin.exceptions import (
+    MethodNotAllowed,
+    PayloadTooLarge,
+    RequestTimeout,
+    RouteNotFound,
+    ServiceError,
+    ServiceUnavailable,
+    TiffinError,
+    Unauthorized,
+    describe,
+)
+from tiffin.io import dumps
+from tiffin.observability import ServerMetrics
+from tiffin.server import docs, openapi
+from tiffin.server.limits import ConcurrencyLimit
+from tiffin.server.runtime import ServiceRuntime
+from tiffin.service import Api, ServiceSpec
+
+__all__ = ["App", "create_app"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+log = logging.getLogger("tiffin.server")
+access_log = logging.getLogger("tiffin.access")
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+_JSON = b"application/json"
+
+
+class _Request:
+    """What the app reads from one request's scope, in one pass over its headers."""
+
+    __slots__ = ("accept", "api_key", "content_length", "content_type", "origin", "request_id")
+
+    def __init__(self, scope: Scope) -> None:
+        self.content_type = ""
+        self.accept = ""
+        self.content_length = -1
+        self.api_key = ""
+        self.origin = ""
+        request_id = ""
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                self.content_type = value.decode("latin-1")
+            elif name == b"accept":
+                self.accept = value.decode("latin-1")
+            elif name == b"content-length":
+                self.content_length = int(value) if value.isdigit() else -1
+            elif name == b"x-request-id":
+                request_id = value.decode("latin-1")
+            elif name == b"authorization":
+                scheme, _, token = value.decode("latin-1").partition(" ")
+                if scheme.lower() == "bearer":
+                    self.api_key = token.strip()
+            elif name == b"x-api-key":
+                self.api_key = value.decode("latin-1").strip()
+            elif name == b"origin":
+                self.origin = value.decode("latin-1")
+        self.request_id = request_id if _REQUEST_ID.fullmatch(request_id) else uuid.uuid4().hex
+
+
+class App:
+    """An ASGI application serving one service.
+
+    Args:
+        spec: the service (``tiffin.service.spec_of(MyService)``).
+        settings: resolved settings (limits, keys, CORS, logging).
+        remote: makes the client for a dependency given by URL.
+
+    Example:
+        app = App(spec_of(Iris), tiffin.config.load())
+        uvicorn.run(app)
+    """
+
+    def __init__(
+        self, spec: ServiceSpec, settings: Settings, *, remote: Callable[[str], Any]
+    ) -> None:
+        self.spec = spec
+        self.settings = settings
+        self.runtime = ServiceRuntime(spec, remote=remote)
+        self.metrics = ServerMetrics(list(spec.apis))
+        self.limit = ConcurrencyLimit(settings.max_concurrency, settings.max_queue)
+        self.executor = ThreadPoolExecutor(
+            settings.max_concurrency, thread_name_prefix=f"tiffin-{spec.name}"
+        )
+        self.startup_error: BaseException | None = None
+        self._keys = tuple(key.encode() for key in settings.api_keys)
+        self._cors = frozenset(settings.cors_origins)
+        self._routes: dict[str, Callable[[Scope, Receive, Send, _Request], Awaitable[int]]] = {
+            "/livez": self._livez,
+            "/readyz": self._readyz,
+            "/metrics": self._metrics,
+            "/openapi.json": self._openapi,
+        }
+        for route, api in spec.routes().items():
+            self._routes[route] = partial(self._api, api)
+        self._docs = docs.Docs(spec, openapi.build(spec))
+        self._openapi_body = dumps(self._docs.openapi)
+
+    # -- ASGI ------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.runtime.start()
+                except BaseException as exc:
+                    self.startup_error = exc
+                    log.exception("Service %s failed to start", self.spec.name)
+                    await send({"type": "lifespan.startup.failed", "message": describe(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                try:
+                    await self.runtime.stop()
+                except Exception:
+                    log.exception("Service %s failed to stop cleanly", self.spec.name)
+                self.executor.shutdown(wait=False, cancel_futures=True)
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        request = _Request(scope)
+        path: str = scope["path"]
+        handler = self._routes.get(path)
+        if handler is None and (path == "/docs" or path.startswith("/docs/")):
+            handler = self._serve_docs
+        status = 500
+        try:
+            if scope["method"] == "OPTIONS" and self._cors:
+                status = await self._preflight(send, request)
+            elif handler is None:
+                raise RouteNotFound(
+                    f"No API at {path}. This service's APIs are "
+                    f"{', '.join(sorted(self.spec.routes()))}; /docs lists them.",
+                    detail={"path": path},
+                )
+            else:
+                self._check_key(path, request)
+                status = await handler(scope, receive, send, request)
+        except TiffinError as exc:
+            status = await self._error(send, request, exc)
+        if self.settings.access_log:
+            access_log.info(
+                "%s %s %s",
+                scope["method"],
+                path,
+                status,
+                extra={
+                    "method": scope["method"],
+                    "path": path,
+                    "status": status,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                    "request_id": request.request_id,
+                },
+            )
+
+    # -- responses -------------------------------------------------------------------
+
+    def _headers(self, request: _Request, content_type: bytes) -> list[tuple[bytes, bytes]]:
+        headers = [(b"content-type", content_type), (b"x-request-id", request.request_id.encode())]
+        if self._cors and request.origin:
+            allowed = "*" in self._cors or request.origin in self._cors
+            if allowed:
+                headers.append((b"access-control-allow-origin", request.origin.encode()))
+                headers.append((b"vary", b"Origin"))
+                headers.append((b"access-control-expose-headers", b"X-Request-ID"))
+        return headers
+
+    async def _respond(
+        self,
+        send: Send,
+        request: _Request,
+        status: int,
+        body: bytes,
+        *,
+        content_type: bytes = _JSON,
+        extra: list[tuple[bytes, bytes]] | None = None,
+    ) -> int:
+        headers = self._headers(request, content_type)
+        headers.append((b"content-length", str(len(body)).encode()))
+        if extra:
+            headers.extend(extra)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        return status
+
+    async def _error(self, send: Send, request: _Request, exc: TiffinError) -> int:
+        extra = []
+        if isinstance(exc, ServiceUnavailable):
+            extra.append((b"retry-after", str(exc.detail.get("retry_after", 1)).encode()))
+        if isinstance(exc, Unauthorized):
+            extra.append((b"www-authenticate", b'Bearer realm="tiffin"'))
+        if isinstance(exc, MethodNotAllowed):
+            extra.append((b"allow", ", ".join(exc.detail.get("allowed", [])).encode()))
+        body = dumps(exc.to_dict())
+        return await self._respond(send, request, exc.status_code, body, extra=extra)
+
+    async def _preflight(self, send: Send, request: _Request) -> int:
+        if not ("*" in self._cors or request.origin in self._cors):
+            return await self._respond(send, request, 403, b"", content_type=b"text/plain")
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 204,
+                "headers": [
+                    (b"access-control-allow-origin", request.origin.encode()),
+                    (b"access-control-allow-methods", b"GET, POST, OPTIONS"),
+                    (
+                        b"access-control-allow-headers",
+                        b"Content-Type, Authorization, X-API-Key, X-Request-ID",
+                    ),
+                    (b"access-control-max-age", b"600"),
+                    (b"vary", b"Origin"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": b""})
+        return 204
+
+    # -- checks ----------------------------------------------------------------------
+
+    def _check_key(self, path: str, request: _Request) -> None:
+        if not self._keys or path in ("/livez", "/readyz"):
+            return
+        if path == "/metrics" and not self.settings.metrics_need_key:
+            return
+        if (
+            path == "/openapi.json" or path.startswith("/docs")
+        ) and not self.settings.docs_need_key:
+            return
+        given = request.api_key.encode()
+        # compare with every key, in constant time, whatever matches
+        matched = False
+        for key in self._keys:
+            matched |= hmac.compare_digest(given, key)
+        if not matched:
+            raise Unauthorized(
+                "This server needs an API key. Send it as 'Authorization: Bearer <key>' or "
+                "'X-API-Key: <key>'."
+                if not given
+                else "The API key sent is not valid. Check "
+                "the key, or ask the server's operator for one.",
+            )
+
+    @staticmethod
+    def _only(scope: Scope, *methods: str) -> None:
+        if scope["method"] not in methods:
+            raise MethodNotAllowed(
+                f"{scope['path']} takes {' or '.join(methods)}, not {scope['method']}.",
+                detail={"allowed": list(methods)},
+            )
+
+    async def _body(self, receive: Receive, request: _Request) -> bytes:
+        limit = self.settings.max_body_size
+        if request.content_length > limit:
+            raise PayloadTooLarge(
+                f"The request body is {request.content_length} bytes; this server takes at most "
+                f"{limit}. Send less, or raise the limit with TIFFIN_MAX_BODY_SIZE.",
+                detail={"limit": limit, "size": request.content_length},
+            )
+        chunks = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(
+                    f"The request body is over this server's limit of {limit} bytes. Send less, "
+                    "or raise the limit with TIFFIN_MAX_BODY_SIZE.",
+                    detail={"limit": limit},
+                )
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    # -- built-in endpoints ----------------------------------------------------------
+
+    async def _livez(self, scope: Scope, receive: Receive, send: Send, request: _Request) -> int:
+        self._only(scope, "GET", "HEAD")
+        return await self._respond(send, request, 200, b'{"status":"alive"}')
+
+    async def _readyz(self, scope: Scope, receive: Receive, send: Send, request: _Request) -> int:
+        self._only(scope, "GET", "HEAD")
+        if await self.runtime.ready():
+            return await self._respond(send, request, 200, b'{"status":"ready"}')
+        reason = "is still starting" if not self.runtime.started else "reports it is not ready"
+        raise ServiceUnavailable(
+            f"Service '{self.spec.name}' {reason}. Retry shortly.",
+            detail={"retry_after": 1},
+        )
+
+    async def _metrics(self, scope: Scope, receive: Receive, send: Send, request: _Request) -> int:
+        self._only(scope, "GET")
+        body, content_type = self.metrics.render()
+        return await self._respond(send, request, 200, body, content_type=content_type.encode())
+
+    async def _openapi(self, scope: Scope, receive: Receive, send: Send, request: _Request) -> int:
+        self._only(scope, "GET", "HEAD")
+        return await self._respond(send, request, 200, self._openapi_body)
+
+    async def _serve_docs(
+        self, scope: Scope, receive: Receive, send: Send, request: _Request
+    ) -> int:
+        self._only(scope, "GET", "HEAD")
+        found = self._docs.asset(scope["path"])
+        if found is None:
+            raise RouteNotFound(f"No documentation page at {scope['path']}. Open /docs.")
+        body, content_type = found
+        return await self._respond(
+            send,
+            request,
+            200,
+            body,
+            content_type=content_type,
+            extra=[(b"cache-control", b"no-cache")],
+        )
+
+    # -- APIs ------------------------------------------------------------------------
+
+    async def _api(
+        self, api: Api[Any, Any], scope: Scope, receive: Receive, send: Send, request: _Request
+    ) -> int:
+        self._only(scope, "POST")
+        started = time.perf_counter()
+        self.metrics.started(api.name)
+        status = 500
+        try:
+            body = await self._body(receive, request)
+            kwargs = api.io.decode(body, request.content_type)
+            if api.io.stream:
+                status = await self._stream(api, kwargs, receive, send, request)
+            else:
+                result = await self._run(api, kwargs, request)
+                payload, media_type = api.io.encode(result, request.accept)
+                status = await self._respond(
+                    send, request, 200, payload, content_type=media_type.encode()
+                )
+        except TiffinError as exc:
+            status = exc.status_code
+            raise
+        finally:
+            self.metrics.finished(api.name, status, time.perf_counter() - started)
+        return status
+
+    def _failed(self, api: Api[Any, Any], request: _Request, exc: BaseException) -> ServiceError:
+        log.error(
+            "API %s raised %s (request %s)\n%s",
+            api.name,
+            type(exc).__name__,
+            request.request_id,
+            "".join(traceback.format_exception(exc)),
+            extra={"request_id": request.request_id, "api": api.name},
+        )
+        return ServiceError(
+            f"API '{api.name}' failed: the service's code raised {type(exc).__name__}. The "
+            f"server log has the traceback under request id {request.request_id}.",
+            detail={"request_id": request.request_id, "api": api.name},
+        )
+
+    async def _run(self, api: Api[Any, Any], kwargs: dict[str, Any], request: _Request) -> Any:
+        method = getattr(self.runtime.instance, api.attribute)
+        timeout = self.settings.timeout
+        await self.limit.acquire()
+        if api.is_async:
+            try:
+                return await asyncio.wait_for(method(**kwargs), timeout)
+            except TimeoutError:
+                raise self._timed_out(api, timeout) from None
+            except TiffinError:
+                raise
+            except Exception as exc:
+                raise self._failed(api, request, exc) from exc
+            finally:
+                self.limit.release()
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self.executor, partial(method, **kwargs))
+        # The slot is held until the thread really finishes, even after a 504: a thread
+        # cannot be stopped, so its work still counts against max_concurrency.
+        future.add_done_callback(lambda _: self.limit.release())
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout)
+        except TimeoutError:
+            raise self._timed_out(api, timeout) from None
+        except TiffinError:
+            raise
+        except Exception as exc:
+            raise self._failed(api, request, exc) from exc
+
+    @staticmethod
+    def _timed_out(api: Api[Any, Any], timeout: float) -> RequestTimeout:
+        return RequestTimeout(
+            f"API '{api.name}' did not answer within {timeout:g} s. Send less work per request, "
+            "or raise the limit with TIFFIN_TIMEOUT or @tiffin.service(timeout=...).",
+            detail={"timeout": timeout, "api": api.name},
+        )
+
+    async def _stream(
+        self,
+        api: Api[Any, Any],
+        kwargs: dict[str, Any],
+        receive: Receive,
+        send: Send,
+        request: _Request,
+    ) -> int:
+        """Send each item the generator yields as one Server-Sent Event; stop the
+        generator when the client goes away."""
+        method = getattr(self.runtime.instance, api.attribute)
+        await self.limit.acquire()
+        generator = method(**kwargs)
+        disconnected = asyncio.Event()
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            disconnected.set()
+
+        watcher = asyncio.create_task(watch())
+        headers = self._headers(request, b"text/event-stream")
+        headers += [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        loop = asyncio.get_running_loop()
+        done = object()
+        try:
+            while not disconnected.is_set():
+                try:
+                    if inspect.isasyncgen(generator):
+                        item = await anext(generator, done)
+                    else:
+                        item = await loop.run_in_executor(self.executor, next, generator, done)
+                except Exception as exc:
+                    error = exc if isinstance(exc, TiffinError) else self._failed(api, request, exc)
+                    event = b"event: error\ndata: " + dumps(error.to_dict()) + b"\n\n"
+                    await send({"type": "http.response.body", "body": event, "more_body": True})
+                    break
+                if item is done:
+                    break
+                event = b"data: " + api.io.encode_item(item) + b"\n\n"
+                await send({"type": "http.response.body", "body": event, "more_body": True})
+            if not disconnected.is_set():
+                await send({"type": "http.response.body", "body": b""})
+        finally:
+            watcher.cancel()
+            if inspect.isasyncgen(generator):
+                await generator.aclose()
+            else:
+                await loop.run_in_executor(self.executor, generator.close)
+            self.limit.release()
+        return 200
+
+
+def create_app(
+    spec: ServiceSpec, settings: Settings, *, remote: Callable[[str], Any] | None = None
+) -> App:
+    """Build the ASGI app of a service; dependencies given by URL get a ``tiffin.Client``."""
+    if remote is None:
+        from tiffin.client import Client
+
+        remote = Client
+    return App(spec, settings, remote=remote)

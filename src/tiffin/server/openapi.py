@@ -1,0 +1,149 @@
+"""The OpenAPI 3.1 document of a service, built once from its APIs' type hints."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from tiffin.service import Api, ServiceSpec
+
+__all__ = ["build"]
+
+_REF = "#/components/schemas/"
+
+
+def _hoist(schema: dict[str, Any], components: dict[str, Any]) -> dict[str, Any]:
+    """Move a schema's ``$defs`` into the document's components and point refs there."""
+    defs = schema.pop("$defs", {})
+    for name, definition in defs.items():
+        components[name] = _retarget(definition)
+    retargeted: dict[str, Any] = _retarget(schema)
+    return retargeted
+
+
+def _retarget(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {
+            key: (value.replace("#/$defs/", _REF) if key == "$ref" else _retarget(value))
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [_retarget(item) for item in node]
+    return node
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": _REF + "Error"}}},
+    }
+
+
+_ERRORS = {
+    "400": _error("The body cannot be parsed."),
+    "401": _error("An API key is needed and was missing or wrong."),
+    "413": _error("The body is over the server's size limit."),
+    "415": _error("The body's Content-Type is not accepted."),
+    "422": _error("The body does not match the request schema; `detail.errors` says where."),
+    "500": _error("The service's code failed; `detail.request_id` finds it in the log."),
+    "503": _error("The server is busy or not ready; retry after `Retry-After` seconds."),
+    "504": _error("The API did not answer within its timeout."),
+}
+
+_ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["type", "message", "detail"],
+            "properties": {
+                "type": {"type": "string", "description": "the tiffin error class"},
+                "message": {"type": "string", "description": "what went wrong, and what to do"},
+                "detail": {"type": "object"},
+            },
+        }
+    },
+}
+
+
+def _operation(api: Api[Any, Any], components: dict[str, Any]) -> dict[str, Any]:
+    request = _hoist(api.io.request_schema(), components)
+    content: dict[str, Any] = {"application/json": {"schema": request}}
+    if api.io.raw_param is not None and api.io.raw_param.codec is not None:
+        for media_type in api.io.raw_param.codec.media_types:
+            content[media_type] = {"schema": {"type": "string", "format": "binary"}}
+    response = _hoist(api.io.response_schema(), components)
+    if api.io.stream:
+        ok = {
+            "description": "A stream of Server-Sent Events; each event's data is one item, "
+            "as JSON, matching this schema.",
+            "content": {"text/event-stream": {"schema": {"type": "string"}, "x-item": response}},
+        }
+    else:
+        media: dict[str, Any] = {"application/json": {"schema": response}}
+        if api.io.output_codec is not None:
+            for media_type in api.io.output_codec.media_types:
+                media[media_type] = {"schema": {"type": "string", "format": "binary"}}
+        ok = {"description": "The API's result.", "content": media}
+    summary = api.doc.splitlines()[0] if api.doc else api.name
+    return {
+        "operationId": api.name,
+        "summary": summary,
+        "description": api.doc,
+        "requestBody": {"required": True, "content": content},
+        "responses": {"200": ok, **_ERRORS},
+    }
+
+
+def _probe(summary: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "get": {
+            "summary": summary,
+            "tags": ["health"],
+            "responses": {
+                "200": {"description": "OK", "content": {"application/json": {"schema": schema}}},
+                "503": _error("Not ready."),
+            },
+        }
+    }
+
+
+def build(spec: ServiceSpec) -> dict[str, Any]:
+    """The OpenAPI document of ``spec`` as a dict."""
+    components: dict[str, Any] = {"Error": _ERROR_SCHEMA}
+    paths: dict[str, Any] = {}
+    for route, api in sorted(spec.routes().items()):
+        paths[route] = {"post": _operation(api, components)}
+    status = {
+        "type": "object",
+        "properties": {"status": {"type": "string"}},
+        "required": ["status"],
+    }
+    paths["/livez"] = _probe("Whether the process is alive.", status)
+    paths["/readyz"] = _probe("Whether the service is started and ready for requests.", status)
+    paths["/metrics"] = {
+        "get": {
+            "summary": "Prometheus metrics of every worker.",
+            "tags": ["health"],
+            "responses": {
+                "200": {
+                    "description": "Prometheus text format",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                }
+            },
+        }
+    }
+    doc = inspect.cleandoc(spec.cls.__doc__ or "") or f"The {spec.name} service, served by tiffin."
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": spec.name, "version": "1.0.0", "description": doc},
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            },
+        },
+    }
