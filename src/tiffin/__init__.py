@@ -10,16 +10,6 @@ from importlib.metadata import PackageNotFoundError, version
 
 from tiffin import config, models
 from tiffin.config import Settings
-from tiffin.io import DType, Shape
-from tiffin.service import (
-    Batch,
-    api,
-    depends,
-    on_shutdown,
-    on_startup,
-    readiness,
-    service,
-)
 from tiffin.exceptions import (
     AlreadyExists,
     ArchiveError,
@@ -30,12 +20,34 @@ from tiffin.exceptions import (
     IntegrityError,
     InvalidArgument,
     InvalidTag,
+    MalformedRequest,
+    MethodNotAllowed,
     MissingDependency,
     ModelExists,
     ModelNotFound,
     NotFound,
+    PayloadTooLarge,
+    RequestError,
+    RequestTimeout,
+    RouteNotFound,
+    ServiceDefinitionError,
+    ServiceError,
+    ServiceUnavailable,
     TiffinError,
+    Unauthorized,
     UnsafeArchive,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
+from tiffin.io import DType, Shape
+from tiffin.service import (
+    Batch,
+    api,
+    depends,
+    on_shutdown,
+    on_startup,
+    readiness,
+    service,
 )
 from tiffin.tag import Tag
 
@@ -56,15 +68,27 @@ __all__ = [
     "IntegrityError",
     "InvalidArgument",
     "InvalidTag",
+    "MalformedRequest",
+    "MethodNotAllowed",
     "MissingDependency",
     "ModelExists",
     "ModelNotFound",
     "NotFound",
+    "PayloadTooLarge",
+    "RequestError",
+    "RequestTimeout",
+    "RouteNotFound",
+    "ServiceDefinitionError",
+    "ServiceError",
+    "ServiceUnavailable",
     "Settings",
     "Shape",
     "Tag",
     "TiffinError",
+    "Unauthorized",
     "UnsafeArchive",
+    "UnsupportedMediaType",
+    "ValidationFailed",
     "__version__",
     "api",
     "config",
