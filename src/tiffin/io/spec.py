@@ -242,6 +242,10 @@ class ApiIO:
             raise self._invalid(errors) from None
         return {param.name: getattr(model, param.name) for param in self.params}
 
+    def cleanup(self, kwargs: dict[str, Any]) -> None:
+        """Release what ``decode`` made for one request (e.g. uploaded files on disk),
+        once the API has answered."""
+
     # -- responses -------------------------------------------------------------------
 
     def encode(self, result: Any, accept: str = "") -> tuple[bytes, str]:

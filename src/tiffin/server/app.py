@@ -369,6 +369,7 @@ class App:
         started = time.perf_counter()
         self.metrics.started(api.name)
         status = 500
+        kwargs: dict[str, Any] = {}
         try:
             body = await self._body(receive, request)
             kwargs = api.io.decode(body, request.content_type)
@@ -384,6 +385,8 @@ class App:
             status = exc.status_code
             raise
         finally:
+            if kwargs:
+                api.io.cleanup(kwargs)
             self.metrics.finished(api.name, status, time.perf_counter() - started)
         return status
 
