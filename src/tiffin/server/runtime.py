@@ -45,6 +45,7 @@ class ServiceRuntime:
         self._chain = (*_chain, spec.cls)
         self.instance: Any = None
         self.children: list[ServiceRuntime] = []
+        self.clients: list[Any] = []
         self.started = False
 
     async def start(self) -> Any:
@@ -53,7 +54,9 @@ class ServiceRuntime:
         resolved: dict[str, Any] = {}
         for attribute, dependency in self.spec.dependencies.items():
             if isinstance(dependency.target, str):
-                resolved[attribute] = self._remote(dependency.target)
+                client = self._remote(dependency.target)
+                self.clients.append(client)
+                resolved[attribute] = client
             else:
                 child = ServiceRuntime(
                     spec_of(dependency.target), remote=self._remote, _chain=self._chain
@@ -90,9 +93,8 @@ class ServiceRuntime:
                 await _call(getattr(self.instance, name))
         for child in reversed(self.children):
             await child.stop()
-        for value in self.instance.__dict__.values() if self.instance is not None else ():
-            close = getattr(value, "close", None)
-            if callable(close) and type(value).__name__ in ("Client", "AsyncClient"):
-                result = close()
-                if inspect.isawaitable(result):
-                    await result
+        for client in self.clients:
+            closed = client.close()
+            if inspect.isawaitable(closed):
+                await closed
+        self.clients.clear()
