@@ -21,10 +21,11 @@ $(VENV)/.test-deps: pyproject.toml | $(BIN)/python
 	$(PIP) install -e '.[test]'
 	touch $@ $(VENV)/.run-deps
 
-## run: set up .venv and run the quickstart end to end
+## run: set up .venv and run the quickstart end to end: train, save, list, serve, call, stop
 run: $(VENV)/.run-deps
 	$(BIN)/python examples/quickstart/train.py
 	$(BIN)/tiffin models list iris
+	$(BIN)/python examples/quickstart/serve_and_call.py
 
 ## test: set up .venv with test extras, then lint, type-check and run every test
 test: $(VENV)/.test-deps lint typecheck unit

@@ -139,7 +139,7 @@ def test_pyproject_without_tiffin_settings_gives_defaults(tmp_path: Path, text: 
     assert load(directory=tmp_path) == load()
 
 
-@pytest.mark.parametrize("text", ["", "settings:\n", "service: service:Iris\n", "# nothing\n"])
+@pytest.mark.parametrize("text", ["", "settings:\n", "include: ['*.py']\n", "# nothing\n"])
 def test_tiffin_yaml_without_settings_gives_defaults(tmp_path: Path, text: str) -> None:
     write(tmp_path, "tiffin.yaml", text)
     assert load(directory=tmp_path) == load()
@@ -309,3 +309,12 @@ def test_server_settings_are_checked() -> None:
         "Bad value for setting 'port' in the environment (TIFFIN_*): Input should be less than "
         "or equal to 65535."
     )
+
+
+def test_tiffin_yaml_top_level_service_is_the_service_setting(tmp_path: Path) -> None:
+    write(tmp_path, "tiffin.yaml", "service: service:Iris\nsettings:\n  workers: 2\n")
+    assert load(directory=tmp_path) == load(flags={"service": "service:Iris", "workers": 2})
+    assert load(directory=tmp_path, environ={"TIFFIN_SERVICE": "other:Svc"}).service == "other:Svc"
+    write(tmp_path, "tiffin.yaml", "service: a:A\nsettings:\n  service: b:B\n")
+    with pytest.raises(ConfigError, match="names the service twice"):
+        load(directory=tmp_path)

@@ -9,6 +9,7 @@ Example:
 from importlib.metadata import PackageNotFoundError, version
 
 from tiffin import config, models
+from tiffin.client import AsyncClient, Client
 from tiffin.config import Settings
 from tiffin.exceptions import (
     AlreadyExists,
@@ -39,7 +40,7 @@ from tiffin.exceptions import (
     UnsupportedMediaType,
     ValidationFailed,
 )
-from tiffin.io import DType, Shape
+from tiffin.io import Columns, DType, Shape
 from tiffin.service import (
     Batch,
     api,
@@ -59,7 +60,10 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 __all__ = [
     "AlreadyExists",
     "ArchiveError",
+    "AsyncClient",
     "Batch",
+    "Client",
+    "Columns",
     "ConfigError",
     "Conflict",
     "CorruptArchive",

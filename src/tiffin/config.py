@@ -5,6 +5,9 @@ Each layer overrides the one before it:
     built-in defaults < arguments written in code < tiffin.yaml ``settings:``
     (or ``[tool.tiffin.settings]`` in pyproject.toml) < ``TIFFIN_*`` environment < CLI flags
 
+tiffin.yaml's top-level ``service:`` key (``service: service:Iris``) is the ``service``
+setting, so a project names its service once for ``tiffin serve`` and ``tiffin build``.
+
 ``load()`` builds a ``Settings`` from explicit inputs and has no side effects;
 ``current()`` is the process-wide one, read on first use from the working directory and
 the environment.
@@ -39,7 +42,8 @@ class Settings(BaseModel):
         debug: show tracebacks for CLI errors.
         durable_writes: fsync stored files before they become visible, so a power loss
             cannot leave a half-written model (slower).
-        service: the service to serve, as ``module:Class`` (``tiffin serve`` with no argument).
+        service: the service to serve, as ``module:Class`` (``tiffin serve`` with no
+            argument); in tiffin.yaml it is the top-level ``service:`` key.
         host, port: where the server listens.
         workers: worker processes serving requests.
         timeout: seconds an API call may run before the caller gets 504.
@@ -119,6 +123,15 @@ def _file_layer(directory: Path) -> tuple[dict[str, Any], str]:
             )
         section = data.get("settings") or {}
         source = f"{project} (settings:)"
+        if data.get("service") is not None and isinstance(section, dict):
+            # the top-level `service:` names what `tiffin serve` and `tiffin build` use
+            if section.get("service", data["service"]) != data["service"]:
+                raise ConfigError(
+                    f"{project} names the service twice, differently: 'service:' and "
+                    "'settings: service:'. Keep the top-level 'service:' only.",
+                    detail={"source": str(project)},
+                )
+            section = {**section, "service": data["service"]}
     else:
         pyproject = directory / "pyproject.toml"
         if not pyproject.is_file():

@@ -5,10 +5,17 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
+
+from tests.conftest import need
 from tiffin.models import ModelStore
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,37 +57,164 @@ def test_quickstart_trains_saves_and_lists(tmp_path: Path) -> None:
     assert str(model.tag) in listed.stdout
     assert "stage=quickstart" in listed.stdout
 
+    served = subprocess.run(
+        [sys.executable, str(ROOT / "examples/quickstart/serve_and_call.py")],
+        capture_output=True,
+        text=True,
+        env=_env(home),
+        timeout=120,
+        check=True,
+    )
+    assert served.stdout.splitlines()[2:] == [
+        "[5.1, 3.5, 1.4, 0.2] -> setosa",
+        "[6.2, 2.9, 4.3, 1.3] -> versicolor",
+        "[7.7, 3.0, 6.1, 2.3] -> virginica",
+        "server stopped (exit code 0)",
+    ]
+    assert served.stdout.splitlines()[1].startswith("Serving iris at http://127.0.0.1:")
 
-def _blocks(text: str, language: str) -> list[str]:
-    return re.findall(rf"```{language}\n(.*?)```", text, flags=re.DOTALL)
+
+def _blocks(text: str) -> list[tuple[str, str]]:
+    """Every fenced code block of the README, in order, as (language, body)."""
+    return re.findall(r"```(python|console)\n(.*?)```", text, flags=re.DOTALL)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _wait_ready(url: str, server: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert server.poll() is None, f"tiffin serve exited: {server.communicate()[1]}"
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("the README's server was not ready within 60 s")
+
+
+_RUNNER = """
+import sys, traceback
+scope = {"__name__": "__main__"}
+while True:
+    size = sys.stdin.readline()
+    if not size:
+        break
+    code = sys.stdin.read(int(size))
+    try:
+        exec(compile(code, "README.md", "exec"), scope)
+        print("\\x00OK", flush=True)
+    except BaseException:
+        traceback.print_exc()
+        print("\\x00FAIL", flush=True)
+"""
+
+
+class _Python:
+    """One Python process that runs the README's blocks in turn, sharing their names."""
+
+    def __init__(self, cwd: Path, env: dict[str, str]) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _RUNNER],
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    def run(self, code: str) -> None:
+        assert self.process.stdin is not None
+        assert self.process.stdout is not None
+        self.process.stdin.write(f"{len(code)}\n{code}")
+        self.process.stdin.flush()
+        output: list[str] = []
+        for line in self.process.stdout:
+            if line.startswith("\x00"):
+                assert line.strip() == "\x00OK", "".join(output) + code
+                return
+            output.append(line)
+        raise AssertionError("the README's Python process died:\n" + "".join(output))
+
+    def close(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        self.process.wait(timeout=30)
+        assert self.process.stdout is not None
+        self.process.stdout.close()
+
+
+def _run_command(
+    line: str, shown: list[str], port: int, work: Path, env: dict[str, str]
+) -> subprocess.Popen[str] | None:
+    """Run one `$` line; start `tiffin serve` in the background and return it."""
+    command = shlex.split(line[2:].replace("3000", str(port)), comments=True)
+    if command[:2] == ["tiffin", "serve"]:
+        server = subprocess.Popen(
+            command,
+            cwd=work,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        _wait_ready(f"http://127.0.0.1:{port}", server)
+        return server
+    done = subprocess.run(
+        command, cwd=work, env=env, input="y\n", capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, f"{line!r} failed: {done.stderr}"
+    if command[0] == "curl":
+        assert done.stdout.strip() == "\n".join(shown).strip(), line
+    return None
 
 
 def test_readme_tour_runs_as_written(tmp_path: Path) -> None:
+    """Follow the README tour in order: Python blocks run in one process, `service.py` is
+    written, `$` commands run (the server in the background, on a free port instead of
+    3000), and what the README shows after a curl command is what it prints."""
+    need(shutil.which("curl") is not None, "curl (apt-get install curl)")
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     home, work = tmp_path / "home", tmp_path / "work"
     work.mkdir()
-    script = "\n".join(_blocks(readme, "python"))
-    subprocess.run(
-        [sys.executable, "-c", script], cwd=work, env=_env(home), check=True, timeout=120
-    )
-    commands = [
-        line[2:].split("  #")[0].strip()
-        for block in _blocks(readme, "console")
-        for line in block.splitlines()
-        if line.startswith("$ tiffin ")
-    ]
-    assert len(commands) >= 8
-    for command in commands:
-        done = subprocess.run(
-            shlex.split(command, comments=True),
-            cwd=work,
-            env=_env(home),
-            input="y\n",
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert done.returncode == 0, f"{command!r} failed: {done.stderr}"
+    env = _env(home)
+    port = _free_port()
+    python = _Python(work, env)
+    server: subprocess.Popen[str] | None = None
+    commands = 0
+    try:
+        for language, body in _blocks(readme):
+            if language == "python":
+                if body.startswith("# service.py"):
+                    (work / "service.py").write_text(body, encoding="utf-8")
+                else:
+                    assert server is not None or "tiffin.Client(" not in body
+                    python.run(body.replace("http://localhost:3000", f"http://127.0.0.1:{port}"))
+                continue
+            lines = body.splitlines()
+            for index, line in enumerate(lines):
+                if line.startswith("$ ") and not line.startswith("$ . "):
+                    shown = []
+                    for after in lines[index + 1 :]:
+                        if after.startswith("$"):
+                            break
+                        shown.append(after)
+                    server = _run_command(line, shown, port, work, env) or server
+                    commands += 1
+    finally:
+        python.close()
+        if server is not None:
+            server.send_signal(signal.SIGTERM)
+            _, errors = server.communicate(timeout=60)
+            assert server.returncode == 0, errors
+    assert commands >= 10
     store = ModelStore(home)
     assert store.get("tokenizer").load().joinpath("vocab.txt").read_text() == "hello\nworld\n"
     assert store.aliases("iris") == {}  # the tour ends by deleting iris:production

@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from tiffin.cli.models import models
+from tiffin.cli.serve import serve
 from tiffin.exceptions import TiffinError, describe
 
 __all__ = ["cli", "main"]
@@ -75,6 +76,7 @@ def cli(ctx: click.Context, home: Path | None, debug: bool | None) -> None:
 
 
 cli.add_command(models)
+cli.add_command(serve)
 
 
 def main() -> None:

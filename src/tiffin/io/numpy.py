@@ -15,11 +15,13 @@ from dataclasses import dataclass
 from typing import Any, Self, get_args, get_origin
 
 from tiffin.exceptions import ServiceDefinitionError
-from tiffin.io.codec import Codec
+from tiffin.io.codec import Codec, Upload, negotiate
 
 __all__ = ["DType", "NDArrayCodec", "Shape"]
 
 NPY = "application/x-npy"
+_OFFERED = ("application/json", NPY)
+_MAGIC = b"\x93NUMPY"
 
 
 @dataclass(frozen=True, init=False)
@@ -151,6 +153,11 @@ class NDArrayCodec(Codec):
     def from_body(self, body: bytes, media_type: str) -> Any:
         import numpy as np
 
+        if not body.startswith(_MAGIC):
+            raise ValueError(
+                "is not a .npy file (it does not start with the .npy magic bytes); send an array "
+                "written by numpy.save"
+            )
         try:
             array = np.load(io.BytesIO(body), allow_pickle=False)
         except (ValueError, OSError, EOFError) as exc:
@@ -159,8 +166,14 @@ class NDArrayCodec(Codec):
             array = array.astype(self.dtype, copy=False)
         return self._check(array)
 
+    def from_upload(self, upload: Upload) -> Any:
+        # clients label a .npy file part as they like; its magic bytes tell
+        if upload.data.startswith(_MAGIC):
+            return self.from_body(upload.data, NPY)
+        return super().from_upload(upload)
+
     def to_body(self, obj: Any, accept: str) -> tuple[bytes, str] | None:
-        if NPY not in accept:
+        if negotiate(accept, _OFFERED) != NPY:
             return None
         import numpy as np
 

@@ -18,7 +18,6 @@ import inspect
 import logging
 import re
 import time
-import traceback
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
@@ -265,9 +264,9 @@ class App:
             return
         if path == "/metrics" and not self.settings.metrics_need_key:
             return
-        if (
-            path == "/openapi.json" or path.startswith("/docs")
-        ) and not self.settings.docs_need_key:
+        if path == "/docs" or path.startswith("/docs/"):
+            return  # the page and its assets; the page itself sends the key for /openapi.json
+        if path == "/openapi.json" and not self.settings.docs_need_key:
             return
         given = request.api_key.encode()
         # compare with every key, in constant time, whatever matches
@@ -392,11 +391,11 @@ class App:
 
     def _failed(self, api: Api[Any, Any], request: _Request, exc: BaseException) -> ServiceError:
         log.error(
-            "API %s raised %s (request %s)\n%s",
+            "API %s raised %s (request %s)",
             api.name,
             type(exc).__name__,
             request.request_id,
-            "".join(traceback.format_exception(exc)),
+            exc_info=exc,
             extra={"request_id": request.request_id, "api": api.name},
         )
         return ServiceError(

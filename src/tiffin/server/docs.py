@@ -1,30 +1,57 @@
-"""``/docs``: an interactive page for the service's APIs, served by tiffin itself (no CDN)."""
+"""``/docs``: an interactive page for the service's APIs, served by tiffin itself.
+
+The page (``docs_assets/``: one HTML file, one script, one stylesheet, no build step)
+reads ``/openapi.json``, describes each API's request and response, fills in an example
+body from the request schema, sends it, and shows the answer (a stream event by event).
+Nothing is loaded from another host, so it works where there is no internet.
+"""
 
 from __future__ import annotations
 
+import functools
 import html
+from importlib.resources import files
 from typing import Any
 
 from tiffin.service import ServiceSpec
 
 __all__ = ["Docs"]
 
+_TYPES = {
+    "index.html": b"text/html; charset=utf-8",
+    "docs.js": b"text/javascript; charset=utf-8",
+    "docs.css": b"text/css; charset=utf-8",
+}
+
+
+@functools.cache
+def _read(name: str) -> bytes:
+    return files("tiffin.server").joinpath("docs_assets", name).read_bytes()
+
 
 class Docs:
-    """The documentation pages of one service."""
+    """The documentation pages of one service, read once when the app is built.
+
+    Args:
+        spec: the service.
+        openapi: its OpenAPI document, which the page fetches from ``/openapi.json``.
+
+    Example:
+        docs = Docs(spec, openapi.build(spec))
+        body, content_type = docs.asset("/docs")
+    """
 
     def __init__(self, spec: ServiceSpec, openapi: dict[str, Any]) -> None:
         self.spec = spec
         self.openapi = openapi
-        title = html.escape(spec.name)
-        self._page = (
-            f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title></head>"
-            f"<body><h1>{title}</h1><p>See <a href='/openapi.json'>/openapi.json</a>.</p>"
-            "</body></html>"
-        ).encode()
+        page = _read("index.html").replace(b"{{title}}", html.escape(spec.name).encode())
+        self._assets: dict[str, tuple[bytes, bytes]] = {
+            "/docs": (page, _TYPES["index.html"]),
+            "/docs/": (page, _TYPES["index.html"]),
+        }
+        for name in ("docs.js", "docs.css"):
+            self._assets[f"/docs/{name}"] = (_read(name), _TYPES[name])
 
     def asset(self, path: str) -> tuple[bytes, bytes] | None:
         """The body and content type of a docs path, or None."""
-        if path in ("/docs", "/docs/"):
-            return self._page, b"text/html; charset=utf-8"
-        return None
+        return self._assets.get(path)

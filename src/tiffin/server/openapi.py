@@ -67,31 +67,88 @@ _ERROR_SCHEMA = {
 }
 
 
+def _body_schema(media_type: str) -> dict[str, Any]:
+    """The schema of a whole body of a non-JSON media type: text or bytes."""
+    if media_type.startswith("text/"):
+        return {"type": "string"}
+    return {"type": "string", "format": "binary"}
+
+
+def _request_content(api: Api[Any, Any], components: dict[str, Any]) -> dict[str, Any]:
+    io = api.io
+    request = _hoist(io.request_schema(), components)
+    content: dict[str, Any] = {}
+    for media_type in io.request_media_types:
+        if media_type == "application/json":
+            content[media_type] = {"schema": request}
+        elif media_type == "multipart/form-data":
+            # one part per parameter; files list the types they take, other values are
+            # JSON (OpenAPI's default for a part), or a file of their codec's own type
+            encoding = {
+                param.name: {"contentType": ", ".join(param.codec.media_types)}
+                for param in io.files
+                if param.codec is not None and param.codec.media_types
+            }
+            content[media_type] = {"schema": request, "encoding": encoding}
+        else:
+            content[media_type] = {"schema": _body_schema(media_type)}
+    return content
+
+
+def _response_content(api: Api[Any, Any], components: dict[str, Any]) -> dict[str, Any]:
+    io = api.io
+    media: dict[str, Any] = {}
+    for media_type in io.response_media_types:
+        if media_type == "application/json":
+            media[media_type] = {"schema": _hoist(io.response_schema(), components)}
+        else:
+            media[media_type] = {"schema": _body_schema(media_type)}
+    return media
+
+
 def _operation(api: Api[Any, Any], components: dict[str, Any]) -> dict[str, Any]:
-    request = _hoist(api.io.request_schema(), components)
-    content: dict[str, Any] = {"application/json": {"schema": request}}
-    if api.io.raw_param is not None and api.io.raw_param.codec is not None:
-        for media_type in api.io.raw_param.codec.media_types:
-            content[media_type] = {"schema": {"type": "string", "format": "binary"}}
-    response = _hoist(api.io.response_schema(), components)
     if api.io.stream:
+        item = _hoist(api.io.response_schema(), components)
         ok = {
             "description": "A stream of Server-Sent Events; each event's data is one item, "
-            "as JSON, matching this schema.",
-            "content": {"text/event-stream": {"schema": {"type": "string"}, "x-item": response}},
+            "as JSON, matching this schema. A failure mid-stream ends it with an event "
+            "named 'error' whose data is the error body.",
+            "content": {
+                "text/event-stream": {
+                    # before OpenAPI 3.2, `schema` describes one event
+                    "schema": {
+                        "type": "object",
+                        "required": ["data"],
+                        "properties": {
+                            "event": {"enum": ["message", "error"]},
+                            "data": {
+                                "type": "string",
+                                "contentMediaType": "application/json",
+                                "contentSchema": item,
+                            },
+                        },
+                    },
+                    "x-item": item,
+                }
+            },
         }
     else:
-        media: dict[str, Any] = {"application/json": {"schema": response}}
-        if api.io.output_codec is not None:
-            for media_type in api.io.output_codec.media_types:
-                media[media_type] = {"schema": {"type": "string", "format": "binary"}}
-        ok = {"description": "The API's result.", "content": media}
+        description = "The API's result."
+        alternatives = [t for t in api.io.response_media_types[1:] if t != "*/*"]
+        if api.io.response_media_types[0] == "*/*":
+            description = "The file the API returned, with a Content-Type guessed from its name."
+        elif alternatives:
+            description += (
+                f" {api.io.response_media_types[0]} unless the Accept header asks for "
+                f"{' or '.join(alternatives)}."
+            )
+        ok = {"description": description, "content": _response_content(api, components)}
     summary = api.doc.splitlines()[0] if api.doc else api.name
     return {
         "operationId": api.name,
         "summary": summary,
         "description": api.doc,
-        "requestBody": {"required": True, "content": content},
+        "requestBody": {"required": True, "content": _request_content(api, components)},
         "responses": {"200": ok, **_ERRORS},
     }
 

@@ -1,0 +1,232 @@
+"""One worker process of ``tiffin serve``: uvicorn serving the service's app on the
+listening socket the supervisor owns.
+
+The supervisor starts it as ``python -m tiffin.server.worker '<options as JSON>'`` with
+two inherited file descriptors: the listening socket, and one end of a socket pair (the
+*channel*). Over the channel the worker says ``{"ready": true}`` once its service has
+started, or ``{"failed": ...}`` with the reason it could not; the worker reads EOF from
+it when the supervisor is gone, and then stops as if sent SIGTERM, so no worker outlives
+its supervisor. ``PROMETHEUS_MULTIPROC_DIR`` is in the worker's environment from the
+start, before anything imports prometheus_client.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any, cast
+
+import uvicorn
+
+from tiffin import config
+from tiffin.config import Settings
+from tiffin.exceptions import TiffinError, describe
+from tiffin.observability.logging import configure as configure_logging
+from tiffin.server.app import create_app
+from tiffin.service import ServiceSpec
+from tiffin.service.loader import load_service, locate
+
+__all__ = ["STARTUP_FAILED", "WorkerOptions", "main", "service_settings"]
+
+STARTUP_FAILED = 3
+"""The exit code of a worker whose service could not start."""
+
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_UVICORN_LOG = logging.getLogger("uvicorn.error")
+log = logging.getLogger("tiffin.server")
+
+
+def service_settings(
+    spec: ServiceSpec, directory: Path, flags: Mapping[str, Any] | None = None
+) -> Settings:
+    """The settings a service is served with: its ``@tiffin.service`` arguments, then
+    ``directory``'s tiffin.yaml, the ``TIFFIN_*`` environment and ``flags``."""
+    return config.load(code=spec.config, directory=directory, environ=os.environ, flags=flags)
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """What the supervisor tells a worker, as one command-line argument.
+
+    Args:
+        target: the service reference, as given to ``tiffin serve``.
+        directory: the serve directory.
+        flags: settings given on the command line.
+        listen_fd: the listening socket's file descriptor.
+        channel_fd: the worker's end of the channel to the supervisor.
+    """
+
+    target: str
+    directory: str
+    listen_fd: int
+    channel_fd: int
+    flags: dict[str, Any] = field(default_factory=dict)
+
+    def to_argument(self) -> str:
+        """The options as JSON, for the worker's command line."""
+        return json.dumps(asdict(self), default=str)
+
+    @classmethod
+    def from_argument(cls, argument: str) -> WorkerOptions:
+        """Read options written by ``to_argument``."""
+        return cls(**json.loads(argument))
+
+
+class _Channel:
+    """The worker's end of its socket pair with the supervisor."""
+
+    def __init__(self, fd: int) -> None:
+        self.sock = socket.socket(fileno=fd)
+
+    def tell(self, **message: Any) -> None:
+        with contextlib.suppress(OSError):  # the supervisor is gone: nobody to tell
+            self.sock.sendall(json.dumps(message).encode() + b"\n")
+
+    def wait_for_eof(self) -> None:
+        with contextlib.suppress(OSError):
+            while self.sock.recv(4096):
+                pass
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, reporting readiness to the supervisor and exiting quietly when
+    the supervisor asks it to stop."""
+
+    def __init__(self, config: uvicorn.Config, channel: _Channel, stop: threading.Event) -> None:
+        super().__init__(config)
+        self.channel = channel
+        self.stop = stop
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        # When the service fails to start, the app logs why and the supervisor reports it;
+        # uvicorn's own lines about it would only say it again.
+        quiet = _UVICORN_LOG.getEffectiveLevel() > logging.DEBUG
+        if quiet:
+            _UVICORN_LOG.disabled = True
+        try:
+            await super().startup(sockets)
+        finally:
+            _UVICORN_LOG.disabled = False
+        if self.started:
+            self.channel.tell(ready=True)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # uvicorn's version re-raises the signal after a graceful stop, which would end
+        # this process with the signal's default action; a worker stopped on request
+        # exits 0 instead.
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in _STOP_SIGNALS}
+        if self.stop.is_set():
+            self.should_exit = True
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def _failure(exc: BaseException, directory: Path) -> dict[str, str]:
+    if isinstance(exc, TiffinError):
+        return {"failed": f"{type(exc).__name__}: {exc.message}", "type": type(exc).__name__}
+    where = locate(exc, directory)
+    at = f" at {where}" if where else ""
+    return {
+        "failed": f"{describe(exc)}{at}. Fix the error and start it again.",
+        "type": "ServiceError",
+    }
+
+
+def _abandon_stuck_calls(deadline: float) -> None:
+    """Exit now if API calls are still running in threads after the graceful stop.
+
+    A thread cannot be stopped, and Python waits for every one before it exits; an API
+    call still running past the grace period would hold the worker until the supervisor
+    kills it. Its request has been answered (or dropped) by now, so exit without it.
+    """
+    main_thread = threading.main_thread()
+    for thread in threading.enumerate():
+        if thread is not main_thread and not thread.daemon:
+            thread.join(max(0.0, deadline - time.monotonic()))
+    stuck = [t for t in threading.enumerate() if t is not main_thread and not t.daemon]
+    if stuck:
+        log.warning(
+            "%d API call(s) still running after the grace period; exiting without them.",
+            len(stuck),
+        )
+        logging.shutdown()
+        os._exit(0)
+
+
+def main(argument: str) -> int:
+    """Run one worker until it is told to stop; returns the process's exit code."""
+    options = WorkerOptions.from_argument(argument)
+    channel = _Channel(options.channel_fd)
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    for sig in _STOP_SIGNALS:  # until uvicorn takes over: a stop during start-up is orderly
+        signal.signal(sig, request_stop)
+    directory = Path(options.directory)
+    try:
+        spec = load_service(options.target, directory)
+        settings = service_settings(spec, directory, options.flags)
+    except TiffinError as exc:
+        channel.tell(**_failure(exc, directory))
+        return STARTUP_FAILED
+    configure_logging(settings)
+    if stop.is_set():
+        return 0
+    app = create_app(spec, settings)
+    server = _Server(
+        uvicorn.Config(
+            app,
+            lifespan="on",
+            access_log=False,
+            log_config=None,
+            # annotated int, but handed to asyncio.wait_for, which takes any number
+            timeout_graceful_shutdown=cast(int, settings.grace_period),
+            http="httptools",
+            loop="uvloop",
+            ws="none",
+            server_header=False,
+            interface="asgi3",
+        ),
+        channel,
+        stop,
+    )
+
+    def watch_supervisor() -> None:
+        channel.wait_for_eof()
+        stop.set()
+        server.should_exit = True
+
+    threading.Thread(target=watch_supervisor, name="tiffin-supervisor", daemon=True).start()
+    listener = socket.socket(fileno=options.listen_fd)
+    with contextlib.suppress(SystemExit):  # uvicorn's way of saying the startup failed
+        server.run(sockets=[listener])
+    if server.started:
+        _abandon_stuck_calls(time.monotonic() + 0.5)
+        return 0
+    error = app.startup_error
+    if error is None:
+        channel.tell(failed="The worker stopped before its service was ready.", type="ServiceError")
+    else:
+        channel.tell(**_failure(error, directory))
+    return STARTUP_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
