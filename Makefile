@@ -40,9 +40,10 @@ typecheck: $(VENV)/.test-deps
 unit: $(VENV)/.test-deps
 	$(BIN)/pytest
 
-## bench: run the benchmark suite (results in bench/results/)
+## bench: run the benchmark suite (results in bench/results/); needs wrk and taskset
 bench: $(VENV)/.test-deps
 	$(BIN)/python bench/model_store_io.py
+	$(BIN)/python bench/serving_overhead.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache src/*.egg-info

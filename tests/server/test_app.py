@@ -355,7 +355,9 @@ def test_sync_timeout_keeps_the_slot_until_the_thread_finishes() -> None:
 # -- keys and CORS -----------------------------------------------------------------------
 
 
-def test_api_keys() -> None:
+def test_api_keys(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+
     async def main() -> None:
         async with serving(Shapes, api_keys=("s3cret", "other")) as (client, _):
             body = {"point": {"x": 3, "y": 4}}
@@ -380,6 +382,10 @@ def test_api_keys() -> None:
             assert header.json() == 5.0
             for open_path in ("/livez", "/readyz", "/metrics", "/openapi.json", "/docs"):
                 assert (await client.get(open_path)).status_code == 200, open_path
+        logged = " ".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
+        assert "access" in logged  # requests were logged...
+        assert "s3cret" not in logged  # ...and no key, given or configured, ever is
+        assert "s3cre" not in logged
 
         async with serving(Shapes, api_keys=("k",), metrics_need_key=True, docs_need_key=True) as (
             client,
