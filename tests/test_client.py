@@ -5,21 +5,18 @@ from __future__ import annotations
 import asyncio
 import inspect
 import socket
-import threading
 import time
 from collections.abc import AsyncIterable, Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 from pydantic import BaseModel
 
 import tiffin
-from tiffin import config
+from tests.server.asgi import live_server
 from tiffin.client import AsyncStream, Stream
 from tiffin.exceptions import (
     InvalidArgument,
@@ -34,38 +31,6 @@ from tiffin.exceptions import (
     Unauthorized,
     ValidationFailed,
 )
-from tiffin.server import create_app
-from tiffin.service import spec_of
-
-
-@contextmanager
-def live_server(service: type, **settings: Any) -> Iterator[str]:
-    """Serve ``service`` with uvicorn on 127.0.0.1 and a free port, in a thread; yields
-    its URL once ``/readyz`` answers 200, and stops the server after."""
-    spec = spec_of(service)
-    app = create_app(spec, config.load(code=spec.config, flags=settings))
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, ws="none", access_log=False))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            assert thread.is_alive(), "the server thread exited before it was ready"
-            assert time.monotonic() < deadline, f"{url}/readyz did not answer 200 in time"
-            try:
-                if httpx.get(f"{url}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.02)
-        yield url
-    finally:
-        server.should_exit = True
-        thread.join(20)
-        sock.close()
 
 
 def free_url() -> str:

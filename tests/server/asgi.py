@@ -1,13 +1,18 @@
-"""Drive a tiffin ASGI app in-process, lifespan included, for the server tests."""
+"""Run tiffin ASGI apps for tests: in-process with lifespan (``serving``), or behind a real
+uvicorn server on a free port in a thread (``live_server``)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import httpx
+import uvicorn
 
 from tiffin import config
 from tiffin.server import App, create_app
@@ -55,3 +60,33 @@ async def serving(service: type, **overrides: Any) -> AsyncIterator[tuple[httpx.
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         yield client, app
     await lifespan.stop()
+
+
+@contextmanager
+def live_server(service: type, **settings: Any) -> Iterator[str]:
+    """Serve ``service`` with uvicorn on 127.0.0.1 and a free port, in a thread; yields
+    its URL once ``/readyz`` answers 200, and stops the server after."""
+    spec = spec_of(service)
+    app = create_app(spec, config.load(code=spec.config, flags=settings))
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, ws="none", access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            assert thread.is_alive(), "the server thread exited before it was ready"
+            assert time.monotonic() < deadline, f"{url}/readyz did not answer 200 in time"
+            try:
+                if httpx.get(f"{url}/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.02)
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(20)
+        sock.close()

@@ -13,7 +13,7 @@ import pytest
 from pydantic import BaseModel
 
 import tiffin
-from tests.server.asgi import Lifespan, serving
+from tests.server.asgi import Lifespan, live_server, serving
 from tiffin import config
 from tiffin.exceptions import ServiceDefinitionError
 from tiffin.server import create_app
@@ -601,3 +601,50 @@ def test_a_json_body_sent_as_a_form_is_read_as_json() -> None:
             assert real_form.status_code == 415
 
     run(main)
+
+
+@tiffin.service(name="backend")
+class Backend:
+    @tiffin.api
+    def double(self, x: float) -> float:
+        return 2 * x
+
+    @tiffin.api
+    def fail(self) -> int:
+        raise RuntimeError("backend broke")
+
+
+def test_a_dependency_given_by_url_is_called_through_the_client() -> None:
+    with live_server(Backend, api_keys=()) as backend_url:
+
+        @tiffin.service(name="front")
+        class Front:
+            backend = tiffin.depends(backend_url)
+
+            @tiffin.api
+            def quadruple(self, x: float) -> float:
+                half: float = self.backend.double(x=x)
+                return float(self.backend.double(x=half))
+
+            @tiffin.api
+            def relay_failure(self) -> int:
+                result: int = self.backend.fail()
+                return result
+
+        async def main() -> None:
+            async with serving(Front) as (client, app):
+                assert isinstance(app.runtime.instance.backend, tiffin.Client)
+                response = await client.post("/quadruple", json={"x": 1.5})
+                assert response.json() == 6.0
+                failed = await client.post("/relay_failure", json={})
+                # the client re-raises the backend's ServiceError, and a TiffinError raised
+                # in an API passes through with its status: the caller sees the backend's
+                # error, whose request id finds the traceback in the backend's log
+                assert failed.status_code == 500
+                assert error_of(failed)["type"] == "ServiceError"
+                assert error_of(failed)["message"].startswith(
+                    "API 'fail' failed: the service's code raised RuntimeError."
+                )
+            assert app.runtime.clients == []  # closed on shutdown
+
+        run(main)

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 import tiffin
 from tests.conftest import need
-from tests.test_client import live_server
+from tests.server.asgi import live_server
 from tiffin.testing import TestClient
 
 

@@ -222,3 +222,28 @@ def test_each_error_status_with_its_body(server: Server) -> None:
     while httpx.post(f"{url}/sleep", json={"seconds": 0}).status_code != 200:
         assert time.monotonic() < deadline
         time.sleep(0.1)
+
+
+def test_api_keys_through_a_real_server(tmp_path: Path) -> None:
+    (tmp_path / "everything.py").write_text(SERVICE, encoding="utf-8")
+    (tmp_path / "tiffin.yaml").write_text(
+        "service: everything:Everything\nsettings:\n  api_keys: [k-123]\n"
+    )
+    running = start_server(tmp_path, home=tmp_path / "home")
+    try:
+        refused = httpx.post(f"{running.url}/shout", json={"text": "a"})
+        assert _error(refused) == (
+            401,
+            "Unauthorized",
+            "This server needs an API key. Send it as 'Authorization: Bearer <key>' or "
+            "'X-API-Key: <key>'.",
+        )
+        assert refused.headers["www-authenticate"] == 'Bearer realm="tiffin"'
+        allowed = httpx.post(
+            f"{running.url}/shout", json={"text": "a"}, headers={"Authorization": "Bearer k-123"}
+        )
+        assert allowed.json() == "A"
+        assert httpx.get(f"{running.url}/readyz").status_code == 200
+    finally:
+        assert running.stop() == 0
+    assert "k-123" not in running.log()
