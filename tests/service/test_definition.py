@@ -285,3 +285,26 @@ def test_shape_and_dtype_markers_are_checked() -> None:
     assert message_of(lambda: tiffin.api(bad_dtype)).startswith(
         "DType('floaty') is not a numpy dtype ("
     )
+
+
+def test_batched_apis_take_joinable_parameters_only() -> None:
+    def scalar(self: Any, features: np.ndarray, threshold: float) -> np.ndarray:
+        return features
+
+    assert message_of(lambda: tiffin.api(batch=tiffin.Batch())(scalar)) == (
+        "API 'scalar' is batched, so each parameter is joined with other requests' along "
+        "dim 0; 'threshold' cannot be. Batched parameters are numpy arrays, torch tensors, "
+        "pandas DataFrames or lists; move other values into the service (or remove batch=)."
+    )
+
+    def nothing(self: Any) -> int:
+        return 1
+
+    assert message_of(lambda: tiffin.api(batch=tiffin.Batch())(nothing)).startswith(
+        "API 'nothing' is batched but takes no parameters"
+    )
+
+    def fine(self: Any, rows: list[list[float]], more: np.ndarray) -> list[float]:
+        return [sum(r) for r in rows]
+
+    assert tiffin.api(batch=tiffin.Batch(max_size=4))(fine).batch == tiffin.Batch(max_size=4)

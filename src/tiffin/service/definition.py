@@ -22,7 +22,17 @@ import inspect
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, ParamSpec, TypeVar, overload
+from typing import (
+    Annotated,
+    Any,
+    ClassVar,
+    Generic,
+    ParamSpec,
+    TypeVar,
+    get_args,
+    get_origin,
+    overload,
+)
 
 from tiffin.exceptions import ServiceDefinitionError
 from tiffin.io import ApiIO
@@ -125,6 +135,8 @@ class Api(Generic[P, R]):
             raise ServiceDefinitionError(
                 f"API '{self.name}' streams its result, so it cannot be batched. Remove batch=.",
             )
+        if batch is not None:
+            _check_batchable(self.name, self.io, batch)
 
     def __set_name__(self, owner: type, attribute: str) -> None:
         self.attribute = attribute
@@ -140,6 +152,33 @@ class Api(Generic[P, R]):
 
     def __repr__(self) -> str:
         return f"<tiffin api {self.name} {self.route}>"
+
+
+_BATCHABLE_CODECS = frozenset({"ndarray", "tensor", "dataframe"})
+
+
+def _check_batchable(name: str, io: ApiIO, batch: Batch) -> None:
+    if not io.params:
+        raise ServiceDefinitionError(
+            f"API '{name}' is batched but takes no parameters, so there is nothing to join. "
+            "Remove batch=, or add the parameter the model's rows come in."
+        )
+    for param in io.params:
+        base = (
+            get_args(param.annotation)[0]
+            if get_origin(param.annotation) is Annotated
+            else param.annotation
+        )
+        joinable = (param.codec is not None and param.codec.name in _BATCHABLE_CODECS) or (
+            base is list or get_origin(base) is list
+        )
+        if not joinable:
+            raise ServiceDefinitionError(
+                f"API '{name}' is batched, so each parameter is joined with other requests' "
+                f"along dim {batch.dim}; '{param.name}' cannot be. Batched parameters are numpy "
+                "arrays, torch tensors, pandas DataFrames or lists; move other values into the "
+                "service (or remove batch=).",
+            )
 
 
 def _check_api_args(
