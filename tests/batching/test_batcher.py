@@ -229,3 +229,26 @@ def test_the_latency_model_fits_time_against_size() -> None:
     for _ in range(3):
         flat.add(8, 0.01)
     assert flat.predict(64) == pytest.approx(0.01)
+
+
+def test_waves_of_closed_loop_clients_are_not_split_into_tiny_batches() -> None:
+    """16 clients that each send their next request as soon as they have an answer: after
+    the first wave, each wave is one call, not a one-row call then the rest."""
+
+    async def main() -> None:
+        model = Model(seconds=0.005)
+        b = batcher(model, max_size=16, max_latency_ms=100)
+
+        async def client(i: int) -> None:
+            for _ in range(5):
+                await asyncio.sleep(
+                    0.0005 * (i % 3)
+                )  # answers are read at slightly different times
+                await b.submit({"x": np.ones((1, 1))})
+
+        await asyncio.gather(*(client(i) for i in range(16)))
+        assert sum(model.calls) == 80
+        # without holding, waves alternate 1 and 15 rows: about ten calls
+        assert len(model.calls) <= 7, model.calls
+
+    run(main())

@@ -8,6 +8,15 @@ The algorithm is *dispatch when idle*, one batch in flight, driven by events (no
   to ``max_size`` rows, oldest first) becomes the next batch. So batches grow exactly as
   fast as load does: under light load they stay small and fast; under heavy load each
   call carries up to ``max_size`` rows and the fixed cost of a call is shared.
+- One refinement, for load that comes in waves: when a batch has just answered many
+  callers, they tend to send their next requests together a moment later, so the queue
+  is briefly almost empty. Dispatching at once would alternate a one-row call with a
+  full one (measured with 64 closed-loop clients on an MLP whose call costs ~2.5 ms
+  fixed: batches of 1, 63, 1, 63...). So if the last batch was bigger than what is
+  queued and it finished moments ago, the next batch waits for the queue to refill to
+  that size, but never longer than the fixed cost ``b`` of a call (the time one
+  extra call would cost everyone) and never past anyone's ``max_latency_ms``. A request
+  that finds the model idle still runs at once.
 - ``max_latency_ms`` bounds how long a request waits in the queue before its batch
   starts. Each arrival's wait is estimated from the batch now running and the batches
   queued ahead of it, using a least-squares fit ``t = a*n + b`` of recent batch times
@@ -104,15 +113,19 @@ class LatencyModel:
         self._nn = self._nn * d + rows * rows
         self._nt = self._nt * d + rows * seconds
 
-    def predict(self, rows: int) -> float:
-        """Expected seconds for a batch of ``rows`` rows (0 before any sample)."""
+    def fit(self) -> tuple[float, float]:
+        """``(a, b)`` of ``t = a*n + b``: seconds per row, and the fixed seconds per call."""
         if not self._w:
-            return 0.0
+            return 0.0, 0.0
         mean_n, mean_t = self._n / self._w, self._t / self._w
         spread = self._nn / self._w - mean_n * mean_n
         slope = (self._nt / self._w - mean_n * mean_t) / spread if spread > 1e-9 else 0.0
         slope = max(slope, 0.0)
-        intercept = max(mean_t - slope * mean_n, 0.0)
+        return slope, max(mean_t - slope * mean_n, 0.0)
+
+    def predict(self, rows: int) -> float:
+        """Expected seconds for a batch of ``rows`` rows (0 before any sample)."""
+        slope, intercept = self.fit()
         return intercept + slope * rows
 
 
@@ -162,6 +175,10 @@ class Batcher:
         self._worker: asyncio.Task[None] | None = None
         self._running_since = 0.0
         self._running_estimate = 0.0
+        self._last_size = 0
+        self._last_done = 0.0
+        self._target = 0
+        self._filled = asyncio.Event()
         self._size = metrics.size.labels(api) if metrics else None
         self._wait = metrics.wait.labels(api) if metrics else None
         self._run = metrics.run.labels(api) if metrics else None
@@ -220,6 +237,8 @@ class Batcher:
         pending = _Pending(kwargs, rows, kind, asyncio.get_running_loop().create_future())
         self._queue.append(pending)
         self._queued_rows += rows
+        if self._target and self._queued_rows >= self._target:
+            self._filled.set()
         if self._worker is None:
             self._worker = asyncio.get_running_loop().create_task(self._drain())
         return await pending.future
@@ -251,10 +270,34 @@ class Batcher:
         self._queue = kept
         return batch
 
+    def _hold(self) -> tuple[float, int]:
+        """How long the next batch may wait for more rows, and how many it waits for."""
+        target = min(self._last_size, self.max_size)
+        if not self._queue or self._queued_rows >= target:
+            return 0.0, 0
+        _, fixed = self.model.fit()
+        now = time.perf_counter()
+        if now - self._last_done > fixed:  # the wave is over: the model was idle
+            return 0.0, 0
+        budget = self.max_latency - (now - self._queue[0].arrived)
+        return max(min(fixed, budget), 0.0), target
+
     async def _drain(self) -> None:
         try:
-            while batch := self._take():
-                await self._run_batch(batch)
+            while self._queue:
+                hold, target = self._hold()
+                if hold > 0:
+                    self._target = target
+                    self._filled.clear()
+                    try:
+                        await asyncio.wait_for(self._filled.wait(), hold)
+                    except TimeoutError:
+                        pass
+                    finally:
+                        self._target = 0
+                batch = self._take()
+                if batch:
+                    await self._run_batch(batch)
         finally:
             self._worker = None
 
@@ -284,7 +327,9 @@ class Batcher:
                 pending.future.cancel()
             raise
         finally:
-            seconds = time.perf_counter() - started
+            self._last_done = time.perf_counter()
+            self._last_size = total
+            seconds = self._last_done - started
             self.model.add(total, seconds)
             if self._size is not None and self._run is not None:
                 self._size.observe(total)
