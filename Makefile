@@ -40,10 +40,11 @@ typecheck: $(VENV)/.test-deps
 unit: $(VENV)/.test-deps
 	$(BIN)/pytest
 
-## bench: run the benchmark suite (results in bench/results/); needs wrk and taskset
+## bench: run the benchmark suite, about 15 minutes (QUICK=1: about 3); results and the
+##        report in bench/results/; needs wrk and taskset, makes bench/.venv-* on first run
 bench: $(VENV)/.test-deps
-	$(BIN)/python bench/model_store_io.py
-	$(BIN)/python bench/serving_overhead.py
+	$(BIN)/python bench/model_store_io.py $(if $(QUICK),--size-mib 256 --repeat 3)
+	$(BIN)/python -m bench.run $(if $(QUICK),--quick)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache src/*.egg-info
