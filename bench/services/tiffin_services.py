@@ -7,7 +7,13 @@ from __future__ import annotations
 from typing import Annotated
 
 import numpy as np
-from bench.services.workload import MLP_BATCH_WAIT_MS, MLP_MAX_BATCH, MLP_SIZES, Mlp, count_positive
+from bench.services.workload import (
+    MLP_MAX_BATCH,
+    MLP_QUEUE_PROMISE_MS,
+    MLP_SIZES,
+    Mlp,
+    count_positive,
+)
 
 import tiffin
 
@@ -24,7 +30,7 @@ class MlpBatched:
     def __init__(self) -> None:
         self.mlp = Mlp(self.model.load())
 
-    @tiffin.api(batch=tiffin.Batch(max_size=MLP_MAX_BATCH, max_latency_ms=MLP_BATCH_WAIT_MS))
+    @tiffin.api(batch=tiffin.Batch(max_size=MLP_MAX_BATCH, max_latency_ms=MLP_QUEUE_PROMISE_MS))
     def predict(self, features: Rows) -> np.ndarray:
         return self.mlp(features)
 
