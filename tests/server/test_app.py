@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any
 
@@ -17,6 +18,7 @@ from tests.server.asgi import Lifespan, live_server, serving
 from tiffin import config
 from tiffin.exceptions import ServiceDefinitionError
 from tiffin.server import create_app
+from tiffin.server.inline import BACKOFF, WARMUP
 from tiffin.service import spec_of
 
 
@@ -648,3 +650,166 @@ def test_a_dependency_given_by_url_is_called_through_the_client() -> None:
             assert app.runtime.clients == []  # closed on shutdown
 
         run(main)
+
+
+# -- where sync calls run ----------------------------------------------------------------
+
+
+@tiffin.service(name="timing")
+class Timing:
+    def __init__(self) -> None:
+        self.threads: list[int] = []
+
+    @tiffin.api
+    def work(self, seconds: float) -> str:
+        self.threads.append(threading.get_ident())
+        time.sleep(seconds)
+        return "done"
+
+    @tiffin.api(offload=True)
+    def offloaded(self, seconds: float) -> str:
+        self.threads.append(threading.get_ident())
+        time.sleep(seconds)
+        return "done"
+
+    @tiffin.api
+    def nested_loop(self) -> int:
+        """Sync code may run its own event loop, inline or in a thread alike."""
+
+        async def answer() -> int:
+            return 42
+
+        return asyncio.run(answer())
+
+
+async def where_calls_ran(
+    client: httpx.AsyncClient, app: Any, calls: int, seconds: float = 0.0
+) -> list[bool]:
+    """Call /work ``calls`` times; for each, whether it ran on the event loop's thread."""
+    loop_thread = threading.get_ident()
+    instance = app.runtime.instance
+    ran = []
+    for _ in range(calls):
+        response = await client.post("/work", json={"seconds": seconds})
+        assert response.json() == "done"
+        ran.append(instance.threads[-1] == loop_thread)
+    return ran
+
+
+def test_a_fast_sync_api_runs_on_the_loop_until_a_call_is_slow() -> None:
+    async def main() -> None:
+        async with serving(Timing) as (client, app):
+            # measured in a thread first, then inline while its calls stay short
+            assert await where_calls_ran(client, app, WARMUP + 5) == [False] * WARMUP + [True] * 5
+            # a call that turns out slow ran inline (nothing could tell), and sends the
+            # next calls back to a thread
+            assert await where_calls_ran(client, app, 1, seconds=0.02) == [True]
+            assert await where_calls_ran(client, app, BACKOFF) == [False] * BACKOFF
+            # until they have been short for long enough
+            later = await where_calls_ran(client, app, 50)
+            assert later[-1] is True
+            # each time it happens again, the API stays in a thread twice as long
+            assert await where_calls_ran(client, app, 1, seconds=0.02) == [True]
+            assert await where_calls_ran(client, app, 2 * BACKOFF) == [False] * 2 * BACKOFF
+            assert app.limit.running == 0
+
+    run(main)
+
+
+def test_the_loop_answers_while_a_slow_sync_call_runs() -> None:
+    async def main() -> None:
+        async with serving(Timing) as (client, app):
+            await where_calls_ran(client, app, WARMUP + 1)
+            # a slow call inline makes the API offloaded again...
+            await where_calls_ran(client, app, 1, seconds=0.02)
+            # ...so a long call now runs in a thread, and /livez answers meanwhile
+            slow = asyncio.create_task(client.post("/work", json={"seconds": 1.0}))
+            while app.limit.running == 0:
+                await asyncio.sleep(0.001)
+            started = time.perf_counter()
+            assert (await client.get("/livez")).status_code == 200
+            assert time.perf_counter() - started < 0.2
+            assert not slow.done()
+            assert (await slow).json() == "done"
+
+    run(main)
+
+
+def test_offload_true_always_runs_in_a_thread() -> None:
+    async def main() -> None:
+        async with serving(Timing) as (client, app):
+            loop_thread = threading.get_ident()
+            for _ in range(WARMUP + 20):
+                assert (await client.post("/offloaded", json={"seconds": 0})).json() == "done"
+            assert loop_thread not in app.runtime.instance.threads
+            slow = asyncio.create_task(client.post("/offloaded", json={"seconds": 1.0}))
+            while app.limit.running == 0:
+                await asyncio.sleep(0.001)
+            started = time.perf_counter()
+            assert (await client.get("/livez")).status_code == 200
+            assert time.perf_counter() - started < 0.2
+            assert (await slow).json() == "done"
+
+    run(main)
+
+
+def test_offload_is_for_sync_methods_only() -> None:
+    with pytest.raises(ServiceDefinitionError) as caught:
+
+        class Wrong:
+            @tiffin.api(offload=True)
+            async def go(self) -> int:
+                return 1
+
+    assert caught.value.message == (
+        "@tiffin.api(offload=True) on 'go' moves a 'def' method to a thread; 'go' is "
+        "'async def' and runs on the event loop. Remove offload=True."
+    )
+
+
+def test_an_inline_call_past_the_timeout_is_a_504_and_frees_its_slot() -> None:
+    async def main() -> None:
+        async with serving(Timing, timeout=0.3) as (client, app):
+            assert (await where_calls_ran(client, app, WARMUP + 1))[-1] is True
+            late = await client.post("/work", json={"seconds": 0.4})
+            assert app.runtime.instance.threads[-1] == threading.get_ident()  # it ran inline
+            assert late.status_code == 504
+            assert error_of(late)["message"].startswith("API 'work' did not answer within 0.3 s.")
+            assert app.limit.running == 0
+            assert (await client.post("/work", json={"seconds": 0})).json() == "done"
+
+    run(main)
+
+
+def test_a_sync_call_sees_no_running_loop_inline_or_not() -> None:
+    async def main() -> None:
+        async with serving(Timing) as (client, _):
+            for _ in range(WARMUP + 3):
+                response = await client.post("/nested_loop", json={})
+                assert response.json() == 42
+            # and the server's loop runs on after an inline call that ran a loop of its own
+            assert (await client.get("/livez")).status_code == 200
+
+    run(main)
+
+
+def test_a_timeout_error_raised_by_the_service_is_a_500_not_a_504() -> None:
+    @tiffin.service(name="clock")
+    class Clock:
+        @tiffin.api
+        def sync(self) -> int:
+            raise TimeoutError("the database did not answer")
+
+        @tiffin.api
+        async def asynchronous(self) -> int:
+            raise TimeoutError("the database did not answer")
+
+    async def main() -> None:
+        async with serving(Clock) as (client, _):
+            for path in ["/asynchronous"] + ["/sync"] * (WARMUP + 2):
+                response = await client.post(path, json={})
+                assert response.status_code == 500, path
+                assert error_of(response)["type"] == "ServiceError"
+                assert "raised TimeoutError" in error_of(response)["message"]
+
+    run(main)

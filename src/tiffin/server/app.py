@@ -16,14 +16,16 @@ import asyncio
 import hmac
 import inspect
 import logging
+import os
+import random
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
+from tiffin.batching import Batcher, BatchMetrics
 from tiffin.config import Settings
 from tiffin.exceptions import (
     MethodNotAllowed,
@@ -38,7 +40,9 @@ from tiffin.exceptions import (
 )
 from tiffin.io import dumps
 from tiffin.observability import ServerMetrics
+from tiffin.observability.logging import AccessLog
 from tiffin.server import docs, openapi
+from tiffin.server.inline import InlinePolicy
 from tiffin.server.limits import ConcurrencyLimit
 from tiffin.server.runtime import ServiceRuntime
 from tiffin.service import Api, ServiceSpec
@@ -51,10 +55,16 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 log = logging.getLogger("tiffin.server")
-access_log = logging.getLogger("tiffin.access")
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 _JSON = b"application/json"
+
+# Request ids come from a private generator seeded from os.urandom: uuid.uuid4() reads
+# os.urandom per call, which releases the GIL, and under load a worker thread then takes
+# it for a whole model call before the loop gets it back. Private, so a service calling
+# random.seed() cannot make ids repeat; reseeded in a forked child, so workers differ.
+_ids = random.Random()  # noqa: S311 - request ids are labels, not secrets
+os.register_at_fork(after_in_child=_ids.seed)
 
 
 class _Request:
@@ -86,7 +96,9 @@ class _Request:
                 self.api_key = value.decode("latin-1").strip()
             elif name == b"origin":
                 self.origin = value.decode("latin-1")
-        self.request_id = request_id if _REQUEST_ID.fullmatch(request_id) else uuid.uuid4().hex
+        if not (request_id and _REQUEST_ID.fullmatch(request_id)):
+            request_id = f"{_ids.getrandbits(128):032x}"
+        self.request_id = request_id
 
 
 class App:
@@ -113,7 +125,27 @@ class App:
         self.executor = ThreadPoolExecutor(
             settings.max_concurrency, thread_name_prefix=f"tiffin-{spec.name}"
         )
+        self.inline = {
+            api.name: InlinePolicy(timeout=settings.timeout, offload=api.offload)
+            for api in spec.apis.values()
+            if not api.is_async
+        }
+        batch_metrics = BatchMetrics(self.metrics.registry)
+        self.batchers = {
+            api.name: Batcher(
+                api.name,
+                tuple(param.name for param in api.io.params),
+                max_size=api.batch.max_size,
+                max_latency_ms=api.batch.max_latency_ms,
+                dim=api.batch.dim,
+                call=partial(self._call_batch, api),
+                metrics=batch_metrics,
+            )
+            for api in spec.apis.values()
+            if api.batch is not None
+        }
         self.startup_error: BaseException | None = None
+        self._access = AccessLog()
         self._keys = tuple(key.encode() for key in settings.api_keys)
         self._cors = frozenset(settings.cors_origins)
         self._routes: dict[str, Callable[[Scope, Receive, Send, _Request], Awaitable[int]]] = {
@@ -180,19 +212,8 @@ class App:
         except TiffinError as exc:
             status = await self._error(send, request, exc)
         if self.settings.access_log:
-            access_log.info(
-                "%s %s %s",
-                scope["method"],
-                path,
-                status,
-                extra={
-                    "method": scope["method"],
-                    "path": path,
-                    "status": status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 3),
-                    "request_id": request.request_id,
-                },
-            )
+            duration_ms = round((time.perf_counter() - started) * 1000, 3)
+            self._access(scope["method"], path, status, duration_ms, request.request_id)
 
     # -- responses -------------------------------------------------------------------
 
@@ -404,34 +425,89 @@ class App:
             detail={"request_id": request.request_id, "api": api.name},
         )
 
-    async def _run(self, api: Api[Any, Any], kwargs: dict[str, Any], request: _Request) -> Any:
+    async def _call_batch(self, api: Api[Any, Any], merged: dict[str, Any]) -> Any:
+        """One call of a batched API's method with the merged rows of several requests:
+        ``async def`` on the event loop, ``def`` in a thread (a batch is the heavy kind of
+        call the thread pool is for)."""
         method = getattr(self.runtime.instance, api.attribute)
-        timeout = self.settings.timeout
-        await self.limit.acquire()
         if api.is_async:
-            try:
-                return await asyncio.wait_for(method(**kwargs), timeout)
-            except TimeoutError:
-                raise self._timed_out(api, timeout) from None
-            except TiffinError:
-                raise
-            except Exception as exc:
-                raise self._failed(api, request, exc) from exc
-            finally:
-                self.limit.release()
+            return await method(**merged)
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self.executor, partial(method, **kwargs))
-        # The slot is held until the thread really finishes, even after a 504: a thread
-        # cannot be stopped, so its work still counts against max_concurrency.
-        future.add_done_callback(lambda _: self.limit.release())
+        return await loop.run_in_executor(self.executor, partial(method, **merged))
+
+    async def _run_batched(
+        self, api: Api[Any, Any], kwargs: dict[str, Any], request: _Request
+    ) -> Any:
+        timeout = self.settings.timeout
         try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout)
+            return await asyncio.wait_for(self.batchers[api.name].submit(kwargs), timeout)
         except TimeoutError:
             raise self._timed_out(api, timeout) from None
         except TiffinError:
             raise
         except Exception as exc:
             raise self._failed(api, request, exc) from exc
+
+    async def _run(self, api: Api[Any, Any], kwargs: dict[str, Any], request: _Request) -> Any:
+        """Call an API's method with a request's arguments, holding a concurrency slot:
+        ``async def`` on the event loop, ``def`` inline or in a thread (whichever
+        ``tiffin.server.inline`` decides), within the timeout either way."""
+        if api.batch is not None:  # the batcher has its own admission and concurrency
+            return await self._run_batched(api, kwargs, request)
+        method = getattr(self.runtime.instance, api.attribute)
+        timeout = self.settings.timeout
+        policy = self.inline.get(api.name)
+        await self.limit.acquire()
+        deadline: asyncio.Timeout | None = None
+        try:
+            if policy is not None and policy.inline():
+                result, seconds = self._call_inline(method, kwargs, policy)
+                if seconds > timeout:  # it could not be stopped, but it still is too late
+                    raise self._timed_out(api, timeout)
+                return result
+            async with asyncio.timeout(timeout) as deadline:
+                if policy is not None:
+                    return await self._call_in_thread(method, kwargs, policy)
+                try:
+                    return await method(**kwargs)
+                finally:
+                    self.limit.release()
+        except TiffinError:
+            raise
+        except Exception as exc:
+            if isinstance(exc, TimeoutError) and deadline is not None and deadline.expired():
+                raise self._timed_out(api, timeout) from None
+            raise self._failed(api, request, exc) from exc
+
+    def _call_inline(
+        self, method: Callable[..., Any], kwargs: dict[str, Any], policy: InlinePolicy
+    ) -> tuple[Any, float]:
+        # Like a call in a thread, the method sees no running event loop.
+        loop = asyncio._get_running_loop()
+        asyncio._set_running_loop(None)
+        started = time.perf_counter()
+        try:
+            return method(**kwargs), time.perf_counter() - started
+        finally:
+            seconds = time.perf_counter() - started
+            asyncio._set_running_loop(loop)
+            self.limit.release()
+            policy.observe(seconds, inline=True)
+
+    async def _call_in_thread(
+        self, method: Callable[..., Any], kwargs: dict[str, Any], policy: InlinePolicy
+    ) -> Any:
+        call = _Timed(method, kwargs)
+        future = asyncio.get_running_loop().run_in_executor(self.executor, call)
+
+        def finished(_: object) -> None:
+            # The slot is held until the thread really finishes, even after a 504: a
+            # thread cannot be stopped, so its work still counts against max_concurrency.
+            self.limit.release()
+            policy.observe(call.seconds, inline=False)
+
+        future.add_done_callback(finished)
+        return await asyncio.shield(future)
 
     @staticmethod
     def _timed_out(api: Api[Any, Any], timeout: float) -> RequestTimeout:
@@ -493,6 +569,25 @@ class App:
                 await loop.run_in_executor(self.executor, generator.close)
             self.limit.release()
         return 200
+
+
+class _Timed:
+    """A sync API call for a worker thread, timed where it runs (so the time excludes
+    the wait for a thread and for the GIL before it starts)."""
+
+    __slots__ = ("kwargs", "method", "seconds")
+
+    def __init__(self, method: Callable[..., Any], kwargs: dict[str, Any]) -> None:
+        self.method = method
+        self.kwargs = kwargs
+        self.seconds = 0.0
+
+    def __call__(self) -> Any:
+        started = time.perf_counter()
+        try:
+            return self.method(**self.kwargs)
+        finally:
+            self.seconds = time.perf_counter() - started
 
 
 def create_app(

@@ -115,12 +115,14 @@ class Api(Generic[P, R]):
         route: str | None,
         doc: str | None,
         batch: Batch | None,
+        offload: bool = False,
     ) -> None:
         self.func = func
         self.name = name or func.__name__
         self.route = route or f"/{self.name}"
         self.doc = doc if doc is not None else inspect.cleandoc(func.__doc__ or "")
         self.batch = batch
+        self.offload = offload
         self.is_async = inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func)
         self.io = ApiIO(func, self.name)
         if self.io.stream != (
@@ -182,7 +184,7 @@ def _check_batchable(name: str, io: ApiIO, batch: Batch) -> None:
 
 
 def _check_api_args(
-    func: Any, name: str | None, route: str | None, doc: str | None, batch: Any
+    func: Any, name: str | None, route: str | None, doc: str | None, batch: Any, *, offload: Any
 ) -> None:
     label = getattr(func, "__name__", repr(func))
     if isinstance(func, staticmethod | classmethod) or not inspect.isfunction(func):
@@ -212,6 +214,15 @@ def _check_api_args(
             f"@tiffin.api(batch=...) on '{label}' must be a tiffin.Batch(...), not "
             f"{type(batch).__name__}."
         )
+    if not isinstance(offload, bool):
+        raise ServiceDefinitionError(
+            f"@tiffin.api(offload=...) on '{label}' must be True or False, not {offload!r}."
+        )
+    if offload and (inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func)):
+        raise ServiceDefinitionError(
+            f"@tiffin.api(offload=True) on '{label}' moves a 'def' method to a thread; "
+            f"'{label}' is 'async def' and runs on the event loop. Remove offload=True."
+        )
     params = list(inspect.signature(func).parameters)
     if not params or params[0] != "self":
         raise ServiceDefinitionError(
@@ -228,6 +239,7 @@ def api(
     route: str | None = None,
     doc: str | None = None,
     batch: Batch | None = None,
+    offload: bool = False,
 ) -> Callable[[Callable[P, R]], Api[P, R]]: ...
 def api(
     func: Callable[P, R] | None = None,
@@ -237,6 +249,7 @@ def api(
     route: str | None = None,
     doc: str | None = None,
     batch: Batch | None = None,
+    offload: bool = False,
 ) -> Api[P, R] | Callable[[Callable[P, R]], Api[P, R]]:
     """Make a service method an API endpoint, bare or with options.
 
@@ -245,6 +258,10 @@ def api(
         route: its HTTP path (default: ``/<name>``).
         doc: its description in ``/docs`` (default: the method's docstring).
         batch: merge concurrent requests into one call, see ``tiffin.Batch``.
+        offload: always run this ``def`` method in a worker thread. Without it, a method
+            whose calls have been taking under a millisecond runs on the event loop,
+            which saves a thread hop per call; set it for a method that is usually fast
+            but sometimes slow, so a slow call never holds up the server.
 
     Example:
         @tiffin.api(route="/v1/predict", batch=tiffin.Batch(max_size=64))
@@ -252,8 +269,8 @@ def api(
     """
 
     def decorate(function: Callable[P, R]) -> Api[P, R]:
-        _check_api_args(function, name, route, doc, batch)
-        return Api(function, name=name, route=route, doc=doc, batch=batch)
+        _check_api_args(function, name, route, doc, batch, offload=offload)
+        return Api(function, name=name, route=route, doc=doc, batch=batch, offload=offload)
 
     if func is not None:
         return decorate(func)
