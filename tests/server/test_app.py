@@ -765,6 +765,16 @@ def test_offload_is_for_sync_methods_only() -> None:
         "@tiffin.api(offload=True) on 'go' moves a 'def' method to a thread; 'go' is "
         "'async def' and runs on the event loop. Remove offload=True."
     )
+    with pytest.raises(ServiceDefinitionError) as caught:
+
+        class AlsoWrong:
+            @tiffin.api(offload="yes")  # type: ignore[call-overload,untyped-decorator]
+            def go(self) -> int:
+                return 1
+
+    assert caught.value.message == (
+        "@tiffin.api(offload=...) on 'go' must be True or False, not 'yes'."
+    )
 
 
 def test_an_inline_call_past_the_timeout_is_a_504_and_frees_its_slot() -> None:

@@ -4,6 +4,13 @@ Every service gets, beside its APIs: ``/livez``, ``/readyz``, ``/metrics``,
 ``/openapi.json`` and ``/docs``. The request path is kept short on purpose: routes are
 one dict lookup, headers are read in one pass, a request body is decoded with one JSON
 parse and one pydantic validation, and nothing is logged until the response is sent.
+A ``def`` API whose calls are short runs inline on the event loop instead of paying a
+thread hop per call (``tiffin.server.inline`` says when, and what that gives up); the
+access-log line is a tuple queued for the log's writer thread
+(``tiffin.observability.logging``); request ids come from a generator that does not
+release the GIL. Against the app before these (iris quickstart, one worker, 2-core VM):
+a lone request 356 -> 259 us at the median (a bare ASGI app calling the model: 262 us),
+and 3,729 -> 4,539 requests/s on 8 connections.
 
 Errors are JSON ``{"error": {"type", "message", "detail"}}`` with the status of the
 ``TiffinError`` class named in ``type``; an exception in the service's code is a 500
@@ -61,8 +68,9 @@ _JSON = b"application/json"
 
 # Request ids come from a private generator seeded from os.urandom: uuid.uuid4() reads
 # os.urandom per call, which releases the GIL, and under load a worker thread then takes
-# it for a whole model call before the loop gets it back. Private, so a service calling
-# random.seed() cannot make ids repeat; reseeded in a forked child, so workers differ.
+# it for a whole model call before the loop gets it back (this alone took the iris
+# quickstart from 3,729 to 4,042 requests/s). Private, so a service calling random.seed()
+# cannot make ids repeat; reseeded in a forked child, so workers differ.
 _ids = random.Random()  # noqa: S311 - request ids are labels, not secrets
 os.register_at_fork(after_in_child=_ids.seed)
 
@@ -128,7 +136,7 @@ class App:
         self.inline = {
             api.name: InlinePolicy(timeout=settings.timeout, offload=api.offload)
             for api in spec.apis.values()
-            if not api.is_async
+            if not api.is_async and api.batch is None
         }
         batch_metrics = BatchMetrics(self.metrics.registry)
         self.batchers = {
