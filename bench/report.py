@@ -24,7 +24,8 @@ _SYSTEMS = """\
   runs at once, the next batch is what queued meanwhile (after a 1 ms pause under load).
 - **tiffin**: `tiffin serve`, defaults (one worker, JSON access log on). The tiny model is
   the quickstart service itself; the MLP has
-  `@tiffin.api(batch=tiffin.Batch(max_size=64, max_latency_ms=10))`.
+  `@tiffin.api(batch=tiffin.Batch(max_size=64, max_latency_ms=100))` (a promise about
+  queue wait, not a window).
 - **BentoML**: `bentoml serve` of `@bentoml.service(workers=1)` classes, defaults (access
   log on; installed as `pip install bentoml`, which brings no uvloop or httptools). MLP:
   `@bentoml.api(batchable=True, max_batch_size=64, max_latency_ms=1000)`: BentoML's
