@@ -164,8 +164,14 @@ class Codec(ABC):
 
     def from_body(self, body: bytes, media_type: str) -> Any:
         """The Python object for a whole request body of one of ``media_types``; raise
-        ``ValueError`` saying what is wrong when the body is not acceptable."""
-        raise NotImplementedError
+        ``ValueError`` saying what is wrong when the body is not acceptable.
+
+        A codec that declares ``media_types`` must override this."""
+        raise ServiceDefinitionError(
+            f"The IO type '{self.name}' ({type(self).__qualname__}) declares the media types "
+            f"{', '.join(self.media_types)} but does not implement from_body(). Fix the "
+            "plugin that provides it.",
+        )
 
     def from_upload(self, upload: Upload) -> Any:
         """The Python object for a file part of a multipart request; raise ``ValueError``
