@@ -621,3 +621,29 @@ def test_broken_plugins_raise_framework_error_and_detection_skips_them(
     )
     assert store.list() == []
     assert store.save("fine", [1]).info.framework.name == "pickle"
+
+
+def test_every_handler_refuses_load_arguments_it_does_not_take(store: ModelStore) -> None:
+    pickled = store.save("plain", {"w": [1, 2]})
+    with pytest.raises(InvalidArgument) as caught:
+        pickled.load(mmap=True)
+    assert caught.value.message == (
+        "Loading a pickled model takes no arguments, but got mmap. Call load() without them."
+    )
+    with store.create("folder") as builder:
+        (builder.path / "a.txt").write_text("a")
+    assert builder.model is not None
+    with pytest.raises(InvalidArgument) as caught:
+        builder.model.load(extract=True)
+    assert caught.value.message == (
+        "Loading a directory model takes no arguments, but got extract. Call load() without them."
+    )
+    clf = LogisticRegression().fit(np.array([[0.0], [1.0]]), np.array([0, 1]))
+    onnx_model = store.save("lr-onnx", to_onnx(clf, np.zeros((1, 1), dtype=np.float32)))
+    with pytest.raises(InvalidArgument) as caught:
+        onnx_model.load(provider=["CPUExecutionProvider"])
+    assert caught.value.message == (
+        "Loading an ONNX model takes providers=, sess_options= and raw=, but got provider. "
+        "Remove the other arguments."
+    )
+    assert caught.value.detail == {"framework": "onnx", "arguments": ["provider"]}

@@ -76,6 +76,22 @@ class Framework(ABC):
         """Write ``obj`` as files under ``target.path`` (``target.open(name)`` hashes while
         writing). Returns options recorded in ``model.yaml`` and given back to ``load``."""
 
+    def reject_unknown(
+        self, kwargs: Mapping[str, Any], what: str, accepted: tuple[str, ...] = ()
+    ) -> None:
+        """Refuse ``load()`` arguments the handler does not take, so a misspelt one fails
+        instead of being ignored. ``what`` names the model, e.g. ``"a torch model"``."""
+        if not kwargs:
+            return
+        got = ", ".join(sorted(kwargs))
+        if accepted:
+            names = [f"{name}=" for name in accepted]
+            takes = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+            message = f"Loading {what} takes {takes}, but got {got}. Remove the other arguments."
+        else:
+            message = f"Loading {what} takes no arguments, but got {got}. Call load() without them."
+        raise InvalidArgument(message, detail={"framework": self.name, "arguments": sorted(kwargs)})
+
     @abstractmethod
     def load(self, path: Path, options: Mapping[str, Any], **kwargs: Any) -> Any:
         """Load the model saved under ``path``. ``kwargs`` come from ``Model.load(...)``."""

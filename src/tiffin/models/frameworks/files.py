@@ -25,4 +25,5 @@ class FilesFramework(Framework):
         )
 
     def load(self, path: Path, options: Mapping[str, Any], **kwargs: Any) -> Path:
+        self.reject_unknown(kwargs, "a directory model")
         return path

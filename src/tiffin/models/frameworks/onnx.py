@@ -76,12 +76,7 @@ class OnnxFramework(Framework):
         raw: bool = False,
         **kwargs: Any,
     ) -> Any:
-        if kwargs:
-            raise InvalidArgument(
-                f"Loading an ONNX model takes providers=, sess_options= and raw=, but got "
-                f"{', '.join(sorted(kwargs))}. Remove the other arguments.",
-                detail={"framework": self.name, "arguments": sorted(kwargs)},
-            )
+        self.reject_unknown(kwargs, "an ONNX model", ("providers", "sess_options", "raw"))
         file = path / MODEL_FILE
         if raw:
             if providers is not None or sess_options is not None:

@@ -104,4 +104,5 @@ class PickleFramework(Framework):
         return dump(obj, target)
 
     def load(self, path: Path, options: Mapping[str, Any], **kwargs: Any) -> Any:
+        self.reject_unknown(kwargs, "a pickled model")
         return load(path, options)

@@ -6,7 +6,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tiffin.exceptions import InvalidArgument
 from tiffin.extras import import_optional
 from tiffin.models.frameworks import Framework
 from tiffin.models.frameworks.pickle import dump, load
@@ -54,11 +53,6 @@ class SklearnFramework(Framework):
         return dump(obj, target)
 
     def load(self, path: Path, options: Mapping[str, Any], **kwargs: Any) -> Any:
-        if kwargs:
-            raise InvalidArgument(
-                f"Loading a scikit-learn model takes no arguments, but got "
-                f"{', '.join(sorted(kwargs))}. Call load() without them.",
-                detail={"framework": self.name, "arguments": sorted(kwargs)},
-            )
+        self.reject_unknown(kwargs, "a scikit-learn model")
         import_optional("sklearn", "sklearn", purpose="to load a scikit-learn model")
         return load(path, options)

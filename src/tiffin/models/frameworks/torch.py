@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tiffin.exceptions import FrameworkError, InvalidArgument
+from tiffin.exceptions import FrameworkError
 from tiffin.extras import import_optional
 from tiffin.models.frameworks import Framework
 from tiffin.storage import Staging
@@ -66,12 +66,7 @@ class TorchFramework(Framework):
     def load(
         self, path: Path, options: Mapping[str, Any], *, map_location: Any = "cpu", **kwargs: Any
     ) -> Any:
-        if kwargs:
-            raise InvalidArgument(
-                f"Loading a torch model takes map_location=, but got "
-                f"{', '.join(sorted(kwargs))}. Remove the other arguments.",
-                detail={"framework": self.name, "arguments": sorted(kwargs)},
-            )
+        self.reject_unknown(kwargs, "a torch model", ("map_location",))
         torch = import_optional("torch", "torch", purpose="to load a torch model")
         file = path / MODEL_FILE
         kind = options.get("format")

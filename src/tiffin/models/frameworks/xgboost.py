@@ -99,12 +99,7 @@ class XGBoostFramework(Framework):
         return {"class": f"{cls.__module__}:{cls.__qualname__}"}
 
     def load(self, path: Path, options: Mapping[str, Any], **kwargs: Any) -> Any:
-        if kwargs:
-            raise InvalidArgument(
-                f"Loading an XGBoost model takes no arguments, but got "
-                f"{', '.join(sorted(kwargs))}. Call load() without them.",
-                detail={"framework": self.name, "arguments": sorted(kwargs)},
-            )
+        self.reject_unknown(kwargs, "an XGBoost model")
         xgb = import_optional("xgboost", "xgboost", purpose="to load an XGBoost model")
         model = self._model_class(xgb, options.get("class"))()
         model.load_model(str(path / MODEL_FILE))
