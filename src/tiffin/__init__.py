@@ -6,10 +6,9 @@ Example:
     tiffin.models.get("iris:latest").load()
 """
 
-from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
 from tiffin import config, models
-from tiffin.client import AsyncClient, Client
 from tiffin.config import Settings
 from tiffin.exceptions import (
     AlreadyExists,
@@ -52,10 +51,29 @@ from tiffin.service import (
 )
 from tiffin.tag import Tag
 
-try:
-    __version__ = version("tiffin")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0.0.0"
+if TYPE_CHECKING:
+    from tiffin.client import AsyncClient, Client
+
+__version__: str
+
+
+def __getattr__(name: str) -> Any:
+    # The client (and httpx under it) and the package's version are read on first use:
+    # a service that imports tiffin to be served needs neither, and each costs memory in
+    # every worker and time at every start.
+    if name in {"Client", "AsyncClient"}:
+        from tiffin import client
+
+        return getattr(client, name)
+    if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("tiffin")
+        except PackageNotFoundError:  # running from a source tree that is not installed
+            return "0.0.0"
+    raise AttributeError(f"module 'tiffin' has no attribute {name!r}")
+
 
 __all__ = [
     "AlreadyExists",

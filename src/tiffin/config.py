@@ -46,6 +46,10 @@ class Settings(BaseModel):
             argument); in tiffin.yaml it is the top-level ``service:`` key.
         host, port: where the server listens.
         workers: worker processes serving requests.
+        start_method: how workers start: ``fork`` from the server process, which has
+            imported the service already (fast start, shared memory), or ``spawn`` a fresh
+            interpreter each (for a service whose module starts threads or a GPU context
+            when imported).
         timeout: seconds an API call may run before the caller gets 504.
         max_concurrency: API calls running at once in one worker.
         max_queue: requests that may wait for a slot in one worker; past it, 503.
@@ -71,6 +75,7 @@ class Settings(BaseModel):
     host: str = "0.0.0.0"  # noqa: S104 - a server in a container must listen on every interface
     port: int = Field(default=3000, ge=0, le=65535)
     workers: int = Field(default=1, ge=1)
+    start_method: Literal["fork", "spawn"] = "fork"
     timeout: float = Field(default=60.0, gt=0)
     max_concurrency: int = Field(default=32, ge=1)
     max_queue: int = Field(default=128, ge=0)

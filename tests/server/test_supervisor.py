@@ -140,12 +140,55 @@ def test_sigterm_lets_requests_in_flight_finish(serve: Callable[..., Server]) ->
         httpx.get(f"{server.url}/livez", timeout=5)
 
 
-def test_workers_do_not_outlive_a_killed_supervisor(serve: Callable[..., Server]) -> None:
-    server = serve("probe:Probe")
-    worker = httpx.post(f"{server.url}/pid", timeout=10).json()
+def worker_pids(url: str, count: int) -> set[int]:
+    """The pids of ``count`` workers, asked on new connections until each has answered."""
+    pids: set[int] = set()
+
+    def call(_: int) -> int:
+        pid: int = httpx.post(f"{url}/busy_pid", timeout=10).json()
+        return pid
+
+    with ThreadPoolExecutor(8) as pool:
+        for _ in range(20):
+            pids.update(pool.map(call, range(8)))
+            if len(pids) == count:
+                break
+    assert len(pids) == count, pids
+    return pids
+
+
+def use_start_method(directory: Path, method: str) -> None:
+    (directory / "tiffin.yaml").write_text(f"settings:\n  start_method: {method}\n")
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_workers_do_not_outlive_a_killed_supervisor(
+    serve: Callable[..., Server], tmp_path: Path, method: str
+) -> None:
+    # with two workers, a forked second worker must not hold the first one's channel open
+    use_start_method(tmp_path, method)
+    server = serve("probe:Probe", "--workers", "2")
+    workers = worker_pids(server.url, 2)
     os.kill(server.process.pid, signal.SIGKILL)
     server.process.wait(10)
-    wait_until(lambda: gone(worker), 10)
+    for worker in workers:
+        wait_until(lambda w=worker: gone(w), 10)  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("method", "forked"), [("fork", True), ("spawn", False)], ids=["fork", "spawn"]
+)
+def test_start_method_decides_how_workers_start(
+    serve: Callable[..., Server], tmp_path: Path, method: str, forked: bool
+) -> None:
+    use_start_method(tmp_path, method)
+    server = serve("probe:Probe", "--workers", "2")
+    for worker in worker_pids(server.url, 2):
+        command = Path(f"/proc/{worker}/cmdline").read_bytes().split(b"\0")
+        assert (b"tiffin.server.worker" not in command) is forked, command
+        assert Path(f"/proc/{worker}/stat").read_text().rpartition(")")[2].split()[1] == str(
+            server.process.pid
+        )
 
 
 def test_a_service_that_cannot_start_stops_the_server(tmp_path: Path) -> None:

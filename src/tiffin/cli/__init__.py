@@ -6,6 +6,7 @@ Errors from tiffin print one line to standard error and exit with the error's
 
 from __future__ import annotations
 
+import importlib
 import os
 import traceback
 from importlib.metadata import PackageNotFoundError, version
@@ -14,8 +15,6 @@ from typing import Any
 
 import click
 
-from tiffin.cli.models import models
-from tiffin.cli.serve import serve
 from tiffin.exceptions import TiffinError, describe
 
 __all__ = ["cli", "main"]
@@ -28,8 +27,25 @@ def _version() -> str:
         return "unknown"
 
 
+_COMMANDS = {"models": "tiffin.cli.models:models", "serve": "tiffin.cli.serve:serve"}
+"""Each command and where it is defined: imported when it runs (or for --help), so
+``tiffin serve`` does not load what only the other commands use (tables, progress bars)."""
+
+
 class _Root(click.Group):
-    """Turns errors into one readable line and the error's exit code."""
+    """Turns errors into one readable line and the error's exit code, and imports each
+    command when it is used."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        where = _COMMANDS.get(cmd_name)
+        if where is None:
+            return super().get_command(ctx, cmd_name)
+        module, _, name = where.partition(":")
+        command: click.Command = getattr(importlib.import_module(module), name)
+        return command
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -73,10 +89,6 @@ class _Root(click.Group):
 def cli(ctx: click.Context, home: Path | None, debug: bool | None) -> None:
     """tiffin: take a trained model to production."""
     ctx.ensure_object(dict)["flags"] = {"home": home, "debug": debug}
-
-
-cli.add_command(models)
-cli.add_command(serve)
 
 
 def main() -> None:

@@ -29,7 +29,7 @@ from tiffin.exceptions import (
 )
 from tiffin.models import frameworks
 from tiffin.models.model import Model, ModelInfo, Signature
-from tiffin.storage import ItemKind, LocalStore, Staging, export_item, import_item
+from tiffin.storage import ItemKind, LocalStore, Staging
 from tiffin.tag import Tag
 
 __all__ = ["MODELS", "ModelBuilder", "ModelRef", "ModelStore"]
@@ -387,6 +387,8 @@ class ModelStore:
     def export(self, tag: str | Tag, dest: Path | str, *, progress: Progress | None = None) -> Path:
         """Write a model to one archive file (``.tar``, or gzip with ``.tar.gz``)."""
         resolved = self.items.resolve(tag)
+        from tiffin.storage.archive import export_item  # tarfile and its codecs, only here
+
         return export_item(self.items, resolved, Path(dest), progress=progress)
 
     def import_(self, source: Path | str, *, progress: Progress | None = None) -> Model:
@@ -405,6 +407,8 @@ class ModelStore:
                     f"({problem['msg']}). Nothing was imported; export it again from its source.",
                     detail={"archive": str(source), "field": field},
                 ) from None
+
+        from tiffin.storage.archive import import_item
 
         tag, _ = import_item(self.items, source, validate=validate, progress=progress)
         return self.get(tag)

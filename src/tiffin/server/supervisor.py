@@ -4,6 +4,13 @@
         (binds host:port,         ├── worker 2
          owns the socket)         └── ...      every worker accepts on the same socket
 
+- **Starting workers.** The supervisor imports the service (so a wrong reference or a
+  module that fails to import is reported before anything starts) and then forks each
+  worker from itself: a worker starts without a second interpreter or a second import,
+  and shares the imported code's memory with the supervisor until either writes to it.
+  With ``start_method: spawn``, with ``--reload`` (which must import edited code), and
+  when the service's module set up a GPU context while being imported (CUDA cannot be
+  used in a forked child), each worker is a fresh interpreter instead.
 - **The socket.** The supervisor binds ``host:port`` (port 0: the system picks one) and
   hands the listening socket to each worker as an inherited file descriptor; the kernel
   gives each new connection to whichever worker accepts first. While a worker restarts,
@@ -29,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -38,15 +46,15 @@ import sys
 import tempfile
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-import watchfiles
 from prometheus_client.multiprocess import mark_process_dead
 
 from tiffin.config import Settings
 from tiffin.exceptions import ConfigError, ServiceError, TiffinError, describe, error_class
 from tiffin.observability.logging import configure as configure_logging
-from tiffin.server.worker import WorkerOptions, service_settings
+from tiffin.server.worker import WorkerOptions, run_forked, service_settings
+from tiffin.service import ServiceSpec
 from tiffin.service.loader import load_service
 
 __all__ = ["GRACE_MARGIN", "MAX_START_FAILURES", "Supervisor", "serve"]
@@ -95,6 +103,9 @@ def serve(
     if reload and settings.workers != 1:
         log.info("Reloading runs one worker, not %d.", settings.workers)
         settings = settings.model_copy(update={"workers": 1})
+    fork = settings.start_method == "fork" and not reload and _fork_is_safe()
+    if fork:
+        gc.freeze()  # the collector leaves what exists now alone, so workers share its pages
     listener = _listen(settings.host, settings.port)
     with (
         listener,
@@ -105,6 +116,7 @@ def serve(
         supervisor = Supervisor(
             target=target,
             name=spec.name,
+            spec=spec if fork else None,
             directory=directory,
             flags=flags,
             settings=settings,
@@ -127,6 +139,15 @@ def _listen(host: str, port: int) -> socket.socket:
             "another with --port, and check --host names an address of this machine.",
             detail={"host": host, "port": port, "problem": reason},
         ) from None
+
+
+def _fork_is_safe() -> bool:
+    """Whether workers may be forked: not once this process has set up CUDA."""
+    torch = sys.modules.get("torch")
+    try:
+        return torch is None or not torch.cuda.is_initialized()
+    except Exception:  # a torch without CUDA support, or a broken one
+        return True
 
 
 def _url(sock: socket.socket) -> str:
@@ -153,10 +174,37 @@ async def _first(*waits: Awaitable[Any], timeout: float | None = None) -> None:
             task.cancel()
 
 
+class _Forked:
+    """A worker forked from this process, waited for through a pidfd: no thread and no
+    SIGCHLD handler."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.pidfd = os.pidfd_open(pid)
+        self._loop = asyncio.get_running_loop()
+        self._exit: asyncio.Future[int] = self._loop.create_future()
+        self._loop.add_reader(self.pidfd, self._reap)
+
+    def _reap(self) -> None:
+        self._loop.remove_reader(self.pidfd)
+        _, status = os.waitpid(self.pid, 0)
+        os.close(self.pidfd)
+        self._exit.set_result(os.waitstatus_to_exitcode(status))
+
+    def send_signal(self, sig: int) -> None:
+        if not self._exit.done():  # once reaped, the pid may be someone else's
+            os.kill(self.pid, sig)
+
+    async def wait(self) -> int:
+        return await asyncio.shield(self._exit)
+
+
 class _Worker:
     """One worker process and what it has said over its channel."""
 
-    def __init__(self, process: asyncio.subprocess.Process, channel: socket.socket) -> None:
+    def __init__(
+        self, process: asyncio.subprocess.Process | _Forked, channel: socket.socket
+    ) -> None:
         self.process = process
         self.pid = process.pid
         self.ready = False
@@ -164,12 +212,12 @@ class _Worker:
         self.error: str | None = None
         self.error_type = "ServiceError"
         self.generation = 0
-        self._channel = channel
+        self.channel = channel
         self._listening: asyncio.Task[None] | None = None
 
     def listen(self, on_message: Callable[[_Worker, dict[str, Any]], None]) -> None:
         async def read() -> None:
-            reader, writer = await asyncio.open_connection(sock=self._channel)
+            reader, writer = await asyncio.open_connection(sock=self.channel)
             try:
                 async for line in reader:
                     with contextlib.suppress(ValueError):
@@ -189,7 +237,7 @@ class _Worker:
         if self._listening is not None:
             with contextlib.suppress(TimeoutError, OSError):
                 await asyncio.wait_for(self._listening, 1.0)
-        self._channel.close()
+        self.channel.close()
         return code
 
 
@@ -199,6 +247,8 @@ class Supervisor:
     Args:
         target: the service reference each worker imports.
         name: the service's name, for messages.
+        spec: the imported service, to fork workers from; None starts each worker as a
+            fresh interpreter that imports ``target`` itself.
         directory: the serve directory.
         flags: settings given on the command line, passed on to the workers.
         settings: the resolved settings (host, workers, grace period, logging).
@@ -213,6 +263,7 @@ class Supervisor:
         *,
         target: str,
         name: str,
+        spec: ServiceSpec | None = None,
         directory: Path,
         flags: Mapping[str, Any],
         settings: Settings,
@@ -223,6 +274,7 @@ class Supervisor:
     ) -> None:
         self.target = target
         self.name = name
+        self.spec = spec
         self.directory = directory
         self.flags = dict(flags)
         self.settings = settings
@@ -275,15 +327,19 @@ class Supervisor:
             flags=self.flags,
         )
         try:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "tiffin.server.worker",
-                options.to_argument(),
-                pass_fds=(self._listen_fd, theirs.fileno()),
-                env=self._env,
-                stdin=asyncio.subprocess.DEVNULL,
-            )
+            process: asyncio.subprocess.Process | _Forked
+            if self.spec is not None:
+                process = self._fork(options, ours, theirs)
+            else:
+                process = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "tiffin.server.worker",
+                    options.to_argument(),
+                    pass_fds=(self._listen_fd, theirs.fileno()),
+                    env=self._env,
+                    stdin=asyncio.subprocess.DEVNULL,
+                )
         except BaseException:
             ours.close()
             raise
@@ -294,6 +350,29 @@ class Supervisor:
         worker.listen(self._on_message)
         log.debug("Started worker %d.", worker.pid, extra={"worker": worker.pid})
         return worker
+
+    def _fork(self, options: WorkerOptions, ours: socket.socket, theirs: socket.socket) -> _Forked:
+        pid = os.fork()
+        if pid == 0:
+            self._become_worker(options, ours, theirs)
+        return _Forked(pid)
+
+    def _become_worker(
+        self, options: WorkerOptions, ours: socket.socket, theirs: socket.socket
+    ) -> NoReturn:
+        assert self.spec is not None
+        # The child keeps only the listening socket and its own end of its channel: a
+        # supervisor's end left open here would hide the supervisor's exit from a worker.
+        theirs.detach()
+        held = [ours, *(w.channel for w in self.workers if w is not None)]
+        for sock in held:
+            with contextlib.suppress(OSError):
+                os.close(sock.detach())
+        for worker in self.workers:
+            if worker is not None and isinstance(worker.process, _Forked):
+                with contextlib.suppress(OSError):
+                    os.close(worker.process.pidfd)
+        run_forked(options, self.spec, self.metrics_dir)
 
     async def _keep(self, slot: int) -> None:
         """Keep one worker running in ``slot`` until the server stops."""
@@ -427,6 +506,8 @@ class Supervisor:
     # -- reloading ---------------------------------------------------------------
 
     async def _watch(self) -> None:
+        import watchfiles  # only when reloading
+
         async for changes in watchfiles.awatch(
             self.directory, watch_filter=watchfiles.PythonFilter(), stop_event=self._stopping
         ):

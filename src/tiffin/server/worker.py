@@ -1,17 +1,20 @@
 """One worker process of ``tiffin serve``: uvicorn serving the service's app on the
 listening socket the supervisor owns.
 
-The supervisor starts it as ``python -m tiffin.server.worker '<options as JSON>'`` with
-two inherited file descriptors: the listening socket, and one end of a socket pair (the
-*channel*). Over the channel the worker says ``{"ready": true}`` once its service has
+The supervisor forks it (``run_forked``: the service is imported already) or, when it
+must start from a fresh interpreter (``start_method: spawn``, ``--reload``), starts it as
+``python -m tiffin.server.worker '<options as JSON>'``. Either way the worker holds two
+file descriptors from the supervisor: the listening socket, and one end of a socket pair
+(the *channel*). Over the channel the worker says ``{"ready": true}`` once its service has
 started, or ``{"failed": ...}`` with the reason it could not; the worker reads EOF from
 it when the supervisor is gone, and then stops as if sent SIGTERM, so no worker outlives
-its supervisor. ``PROMETHEUS_MULTIPROC_DIR`` is in the worker's environment from the
-start, before anything imports prometheus_client.
+its supervisor. ``PROMETHEUS_MULTIPROC_DIR`` is in the worker's environment before it
+creates any metric.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -25,9 +28,16 @@ from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 import uvicorn
+
+# What uvicorn would import as the worker starts: imported with this module, it is in
+# the supervisor before workers are forked, and shared with them.
+import uvicorn.lifespan.on
+import uvicorn.loops.uvloop
+import uvicorn.protocols.http.httptools_impl
+from prometheus_client import values as prometheus_values
 
 from tiffin import config
 from tiffin.config import Settings
@@ -37,7 +47,7 @@ from tiffin.server.app import create_app
 from tiffin.service import ServiceSpec
 from tiffin.service.loader import load_service, locate
 
-__all__ = ["STARTUP_FAILED", "WorkerOptions", "main", "service_settings"]
+__all__ = ["STARTUP_FAILED", "WorkerOptions", "main", "run", "run_forked", "service_settings"]
 
 STARTUP_FAILED = 3
 """The exit code of a worker whose service could not start."""
@@ -170,7 +180,48 @@ def _abandon_stuck_calls(deadline: float) -> None:
 
 def main(argument: str) -> int:
     """Run one worker until it is told to stop; returns the process's exit code."""
-    options = WorkerOptions.from_argument(argument)
+    return run(WorkerOptions.from_argument(argument))
+
+
+def run_forked(options: WorkerOptions, spec: ServiceSpec, metrics_dir: str) -> NoReturn:
+    """Become a worker in a child just forked from the supervisor, which has imported the
+    service already; never returns.
+
+    The child leaves the supervisor's event loop and signal handlers behind, points its
+    metrics at ``metrics_dir``, and exits through ``os._exit`` whatever happens, so no
+    code of the supervisor's runs twice.
+    """
+    code = STARTUP_FAILED
+    try:
+        for sig in _STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_DFL)
+        signal.set_wakeup_fd(-1)
+        asyncio.events._set_running_loop(None)
+        asyncio.set_event_loop_policy(None)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        prometheus_values.ValueClass = prometheus_values.get_value_class()  # type: ignore[no-untyped-call]
+        code = run(options, spec)
+    except BaseException:  # nothing may escape into the supervisor's code
+        with contextlib.suppress(BaseException):
+            log.exception("The worker failed.")
+    finally:
+        with contextlib.suppress(BaseException):
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+
+def run(options: WorkerOptions, spec: ServiceSpec | None = None) -> int:
+    """Run one worker until it is told to stop; returns the process's exit code.
+
+    Args:
+        options: what the supervisor said.
+        spec: the service, when already imported (a forked worker); else it is loaded.
+    """
     channel = _Channel(options.channel_fd)
     stop = threading.Event()
 
@@ -181,7 +232,8 @@ def main(argument: str) -> int:
         signal.signal(sig, request_stop)
     directory = Path(options.directory)
     try:
-        spec = load_service(options.target, directory)
+        if spec is None:
+            spec = load_service(options.target, directory)
         settings = service_settings(spec, directory, options.flags)
     except TiffinError as exc:
         channel.tell(**_failure(exc, directory))

@@ -1,6 +1,6 @@
-"""Where items (models, bundles) are kept: a versioned local store and safe archives."""
+"""Where items (models, bundles) are kept: a versioned local store and safe archives
+(``tiffin.storage.archive``, imported where archives are read or written)."""
 
-from tiffin.storage.archive import export_item, import_item
 from tiffin.storage.local import ItemKind, LocalStore, Staging
 
-__all__ = ["ItemKind", "LocalStore", "Staging", "export_item", "import_item"]
+__all__ = ["ItemKind", "LocalStore", "Staging"]
