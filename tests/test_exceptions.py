@@ -10,9 +10,12 @@ from tiffin import exceptions
 from tiffin.exceptions import (
     AlreadyExists,
     ArchiveError,
+    BundleExists,
+    BundleNotFound,
     ConfigError,
     Conflict,
     CorruptArchive,
+    DeployError,
     FrameworkError,
     IntegrityError,
     InvalidArgument,
@@ -30,6 +33,9 @@ from tiffin.exceptions import (
     ServiceDefinitionError,
     ServiceError,
     ServiceUnavailable,
+    TaskFailed,
+    TaskNotCompleted,
+    TaskNotFound,
     TiffinError,
     Unauthorized,
     UnsafeArchive,
@@ -46,9 +52,13 @@ TREE: list[tuple[type[TiffinError], type[Exception], int, int]] = [
     (InvalidTag, InvalidArgument, 400, 2),
     (NotFound, TiffinError, 404, 3),
     (ModelNotFound, NotFound, 404, 3),
+    (BundleNotFound, NotFound, 404, 3),
+    (TaskNotFound, NotFound, 404, 3),
     (AlreadyExists, TiffinError, 409, 4),
     (ModelExists, AlreadyExists, 409, 4),
+    (BundleExists, AlreadyExists, 409, 4),
     (Conflict, TiffinError, 409, 4),
+    (TaskNotCompleted, Conflict, 409, 4),
     (ArchiveError, TiffinError, 400, 5),
     (CorruptArchive, ArchiveError, 400, 5),
     (UnsafeArchive, ArchiveError, 400, 5),
@@ -63,10 +73,12 @@ TREE: list[tuple[type[TiffinError], type[Exception], int, int]] = [
     (ServiceUnavailable, TiffinError, 503, 9),
     (RequestTimeout, TiffinError, 504, 9),
     (ServiceError, TiffinError, 500, 9),
+    (TaskFailed, ServiceError, 500, 9),
     (ServiceDefinitionError, TiffinError, 500, 2),
     (MissingDependency, TiffinError, 500, 6),
     (FrameworkError, TiffinError, 500, 7),
     (IntegrityError, TiffinError, 500, 8),
+    (DeployError, TiffinError, 500, 10),
 ]
 
 
@@ -95,7 +107,7 @@ def test_status_exit_code_and_parent(
 
 
 def test_the_docstring_tree_matches_the_classes() -> None:
-    drawn = re.findall(r"(\w+)\s+(\d{3})\s+exit (\d)", exceptions.__doc__ or "")
+    drawn = re.findall(r"(\w+)\s+(\d{3})\s+exit (\d+)", exceptions.__doc__ or "")
     assert [(name, int(status), int(code)) for name, status, code in drawn] == [
         (cls.__name__, status, code) for cls, _, status, code in TREE
     ]

@@ -13,9 +13,12 @@ from tiffin.config import Settings
 from tiffin.exceptions import (
     AlreadyExists,
     ArchiveError,
+    BundleExists,
+    BundleNotFound,
     ConfigError,
     Conflict,
     CorruptArchive,
+    DeployError,
     FrameworkError,
     IntegrityError,
     InvalidArgument,
@@ -33,6 +36,9 @@ from tiffin.exceptions import (
     ServiceDefinitionError,
     ServiceError,
     ServiceUnavailable,
+    TaskFailed,
+    TaskNotCompleted,
+    TaskNotFound,
     TiffinError,
     Unauthorized,
     UnsafeArchive,
@@ -48,8 +54,10 @@ from tiffin.service import (
     on_startup,
     readiness,
     service,
+    task,
 )
 from tiffin.tag import Tag
+from tiffin.tasks import TaskContext, task_context
 
 if TYPE_CHECKING:
     from tiffin.client import AsyncClient, Client
@@ -80,12 +88,15 @@ __all__ = [
     "ArchiveError",
     "AsyncClient",
     "Batch",
+    "BundleExists",
+    "BundleNotFound",
     "Client",
     "Columns",
     "ConfigError",
     "Conflict",
     "CorruptArchive",
     "DType",
+    "DeployError",
     "FrameworkError",
     "IntegrityError",
     "InvalidArgument",
@@ -106,6 +117,10 @@ __all__ = [
     "Settings",
     "Shape",
     "Tag",
+    "TaskContext",
+    "TaskFailed",
+    "TaskNotCompleted",
+    "TaskNotFound",
     "TiffinError",
     "Unauthorized",
     "UnsafeArchive",
@@ -120,4 +135,6 @@ __all__ = [
     "on_startup",
     "readiness",
     "service",
+    "task",
+    "task_context",
 ]

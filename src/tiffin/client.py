@@ -10,6 +10,14 @@ be made before its server is up (a service's ``tiffin.depends(url)`` does that).
     for token in client.generate(prompt="Hello"):      # a streaming API: one item per event
         print(token)
 
+A ``@tiffin.task`` of the server is an object with methods instead: ``submit`` returns
+a ``TaskHandle`` at once, whose ``wait()`` returns the result when the task is done.
+
+    job = client.report.submit(rows=[[1.0, 2.0]])      # -> TaskHandle, the task queued
+    job.status().status                                # 'queued', 'running', 'completed'...
+    job.wait(timeout=600)                              # the result, or raises TaskFailed
+    client.report.with_callback("https://example.com/done").submit(rows=[[1.0]])
+
 An error the server answers with is raised as the same ``TiffinError`` class, with its
 message and detail: a 422 is ``ValidationFailed``, a 500 is ``ServiceError`` carrying the
 request id to look for in the server's log, a server that cannot be reached is
@@ -56,8 +64,25 @@ from tiffin.exceptions import (
     error_class,
 )
 from tiffin.io import dumps
+from tiffin.tasks.handles import (
+    AsyncTaskHandle,
+    AsyncTaskMethod,
+    TaskHandle,
+    TaskInfo,
+    TaskMethod,
+)
 
-__all__ = ["AsyncClient", "AsyncStream", "Client", "Stream"]
+__all__ = [
+    "AsyncClient",
+    "AsyncStream",
+    "AsyncTaskHandle",
+    "AsyncTaskMethod",
+    "Client",
+    "Stream",
+    "TaskHandle",
+    "TaskInfo",
+    "TaskMethod",
+]
 
 # The class to raise for an error answer without a tiffin error body (from a proxy, say).
 _BY_STATUS: dict[int, type[TiffinError]] = {
@@ -85,22 +110,30 @@ class _Endpoint:
     params: tuple[str, ...]
     required: frozenset[str]
     defaults: Mapping[str, Any]
+    task: bool = False
 
 
 def _endpoints(document: Any) -> dict[str, _Endpoint]:
-    """The APIs in an OpenAPI document: each ``POST`` operation with an ``operationId``."""
+    """The APIs in an OpenAPI document, each ``POST`` operation with an ``operationId``,
+    and the tasks, each ``POST`` marked ``x-tiffin-task`` with the action ``submit``."""
     found: dict[str, _Endpoint] = {}
     paths = document.get("paths") if isinstance(document, dict) else None
     for route, item in (paths or {}).items():
         operation = item.get("post") if isinstance(item, dict) else None
         if not isinstance(operation, dict) or not isinstance(operation.get("operationId"), str):
             continue
+        marked = operation.get("x-tiffin-task")
+        if isinstance(marked, dict) and marked.get("action") != "submit":
+            continue  # a task's other operations
+        task_name = marked.get("task") if isinstance(marked, dict) else None
+        task = isinstance(task_name, str)
         content = operation.get("requestBody", {}).get("content", {})
         body = content.get("application/json") or content.get("multipart/form-data") or {}
         schema = body.get("schema", {})
         properties = schema.get("properties", {})
-        name = operation["operationId"]
+        name = task_name if isinstance(task_name, str) else operation["operationId"]
         found[name] = _Endpoint(
+            task=task,
             name=name,
             route=route,
             summary=str(operation.get("summary") or ""),
@@ -264,6 +297,24 @@ class _Config:
             ) from None
         return http.build_request("POST", url, content=content, headers=self._post_headers)
 
+    def _task_body(self, name: str, kwargs: Mapping[str, Any]) -> bytes:
+        files = [key for key, value in kwargs.items() if _is_file(value)]
+        if files:
+            raise InvalidArgument(
+                f"Task '{name}' got a file for {', '.join(files)}; a task's arguments are "
+                "stored as JSON until it runs. Pass something the task can read the file from "
+                "(a path on a shared disk, a URL) instead.",
+                detail={"task": name},
+            )
+        try:
+            return dumps(dict(kwargs))
+        except TypeError as exc:
+            raise InvalidArgument(
+                f"The arguments of task '{name}' cannot be sent ({exc}). Pass JSON types, "
+                "numpy arrays or pydantic models.",
+                detail={"task": name},
+            ) from None
+
     def _unreachable(self, exc: httpx.TransportError, url: str) -> TiffinError:
         if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
             return ServiceUnavailable(
@@ -354,6 +405,14 @@ class _Method:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         _keywords_only(self._api.name, args, self._api.params)
         return self._call(self._api.name, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("submit", "with_callback", "get", "list"):
+            raise AttributeError(
+                f"'{self._api.name}' is an API, not a task, so it has no .{name}(): call it, "
+                f"client.{self._api.name}(...)."
+            )
+        raise AttributeError(name)
 
     def __repr__(self) -> str:
         return f"<tiffin API {self._api.name} POST {self._api.route}>"
@@ -485,6 +544,8 @@ class Client(_Config):
         apis = self._api_table()
         if name not in apis:
             raise self._unknown(name, apis)
+        if apis[name].task:
+            return TaskMethod(self, name, apis[name].route, apis[name].description)
         return _Method(self.call, apis[name])
 
     def __dir__(self) -> list[str]:
@@ -500,6 +561,8 @@ class Client(_Config):
         api = apis.get(name)
         if api is None:
             raise self._unknown(name, apis)
+        if api.task:
+            return TaskMethod(self, name, api.route)(**kwargs)
         request = self._request(self.http, api, kwargs)
         try:
             response = self.http.send(request, stream=True)
@@ -514,6 +577,25 @@ class Client(_Config):
         finally:
             response.close()
         return self._result(response, body)
+
+    def _exchange(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        content: bytes | None = None,
+    ) -> Any:
+        """One request to a task route; the decoded answer, or the error it carries."""
+        url = self.url + path
+        headers = self._headers if content is None else self._post_headers
+        try:
+            response = self.http.request(
+                method, url, params=params, content=content, headers=headers
+            )
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc, url) from None
+        return self._result(response, response.content)
 
     def health(self) -> bool:
         """Whether the server answers ``/readyz`` with 200: started and ready for requests.
@@ -619,16 +701,17 @@ class _AsyncCall(Awaitable[Any]):
                 yield item
 
 
-class _AsyncMethod:
-    """An API method of an ``AsyncClient`` whose APIs are not read yet: checked on call."""
+class _AsyncMethod(AsyncTaskMethod):
+    """An API or task of an ``AsyncClient`` whose APIs are not read yet: checked on use.
+    Called, it is an API; ``.submit()`` and the rest, a task."""
 
     def __init__(self, client: AsyncClient, name: str) -> None:
-        self._client = client
-        self.__name__ = self.__qualname__ = name
+        super().__init__(client, name)
+        self._caller = client
 
     def __call__(self, *args: Any, **kwargs: Any) -> _AsyncCall:
         _keywords_only(self.__name__, args, None)
-        return self._client.call(self.__name__, **kwargs)
+        return self._caller.call(self.__name__, **kwargs)
 
 
 class AsyncClient(_Config):
@@ -695,6 +778,8 @@ class AsyncClient(_Config):
             return _AsyncMethod(self, name)
         if name not in self._apis:
             raise self._unknown(name, self._apis)
+        if self._apis[name].task:
+            return AsyncTaskMethod(self, name)
         return _Method(self.call, self._apis[name])
 
     def __dir__(self) -> list[str]:
@@ -714,6 +799,11 @@ class AsyncClient(_Config):
         api = apis.get(name)
         if api is None:
             raise self._unknown(name, apis)
+        if api.task:
+            raise TypeError(
+                f"'{name}' is a task, not an API: submit it with "
+                f"await client.{name}.submit(...), then await .wait() for its result."
+            )
         request = self._request(self.http, api, kwargs)
         try:
             response = await self.http.send(request, stream=True)
@@ -728,6 +818,37 @@ class AsyncClient(_Config):
         finally:
             await response.aclose()
         return self._result(response, body)
+
+    async def _task_route(self, name: str) -> str:
+        """The route of the task ``name``; ``AttributeError`` if the server has none."""
+        apis = await self._api_table()
+        api = apis.get(name)
+        if api is None:
+            raise self._unknown(name, apis)
+        if not api.task:
+            raise AttributeError(
+                f"'{name}' is an API of {self.url}, not a task: call it, client.{name}(...)."
+            )
+        return api.route
+
+    async def _exchange(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        content: bytes | None = None,
+    ) -> Any:
+        """One request to a task route; the decoded answer, or the error it carries."""
+        url = self.url + path
+        headers = self._headers if content is None else self._post_headers
+        try:
+            response = await self.http.request(
+                method, url, params=params, content=content, headers=headers
+            )
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc, url) from None
+        return self._result(response, response.content)
 
     async def health(self) -> bool:
         """Whether the server answers ``/readyz`` with 200; see ``Client.health``."""

@@ -23,13 +23,14 @@ from pathlib import Path
 from typing import Any, Literal, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tiffin.exceptions import ConfigError
 
 __all__ = ["ENV_PREFIX", "Settings", "current", "load"]
 
 ENV_PREFIX = "TIFFIN_"
+_TASK_STORES = ("redis://", "rediss://", "sqlite:///")
 
 
 class Settings(BaseModel):
@@ -42,6 +43,8 @@ class Settings(BaseModel):
         debug: show tracebacks for CLI errors.
         durable_writes: fsync stored files before they become visible, so a power loss
             cannot leave a half-written model (slower).
+        remote: the default remote store for push and pull, as a URL (``file:///mnt/models``,
+            ``s3://bucket/prefix``, ``sqlite:///registry.db``, ``postgresql://...``).
         service: the service to serve, as ``module:Class`` (``tiffin serve`` with no
             argument); in tiffin.yaml it is the top-level ``service:`` key.
         host, port: where the server listens.
@@ -64,6 +67,16 @@ class Settings(BaseModel):
         log_format: ``json``, ``console``, or ``auto`` (console on a terminal, else JSON).
         log_level: ``debug``, ``info``, ``warning`` or ``error``.
         access_log: one log line per request.
+        tasks_url: where ``@tiffin.task`` jobs are queued and their results kept:
+            ``redis://host:port/db`` (or ``rediss://``) for replicas sharing one queue,
+            ``sqlite:///path/to/file.db``; none: ``<home>/tasks/<service>.db``.
+        task_concurrency: tasks running at once in one worker, in threads of their own
+            (not counted in ``max_concurrency``); 0 runs none there, e.g. on replicas that
+            only take submissions.
+        task_lease: seconds a worker holds a running task without renewing it (it renews
+            every second); a task whose worker died runs again once its lease expires.
+        task_result_ttl: seconds a finished task's status and result are kept
+            (``@tiffin.task(result_ttl=...)`` sets it per task).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -71,6 +84,7 @@ class Settings(BaseModel):
     home: Path = Path("~/.tiffin")
     debug: bool = False
     durable_writes: bool = False
+    remote: str | None = None
     service: str | None = None
     host: str = "0.0.0.0"  # noqa: S104 - a server in a container must listen on every interface
     port: int = Field(default=3000, ge=0, le=65535)
@@ -88,6 +102,19 @@ class Settings(BaseModel):
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: bool = True
+    tasks_url: str | None = None
+    task_concurrency: int = Field(default=2, ge=0)
+    task_lease: float = Field(default=30.0, ge=1)
+    task_result_ttl: float = Field(default=86400.0, gt=0)
+
+    @field_validator("tasks_url")
+    @classmethod
+    def _task_store_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(_TASK_STORES):
+            raise ValueError(
+                "a task store is given by a URL starting with redis://, rediss:// or sqlite:///"
+            )
+        return value
 
     def model_post_init(self, context: Any, /) -> None:
         object.__setattr__(self, "home", self.home.expanduser())

@@ -9,10 +9,14 @@ the class named in an error body's ``type``.
     ├── InvalidArgument              400  exit 2   a value a caller passed is wrong
     │   └── InvalidTag               400  exit 2   a tag that is empty, too long, or badly formed
     ├── NotFound                     404  exit 3   something asked for does not exist
-    │   └── ModelNotFound            404  exit 3   no model with that name, version or alias
+    │   ├── ModelNotFound            404  exit 3   no model with that name, version or alias
+    │   ├── BundleNotFound           404  exit 3   no bundle with that name, version or alias
+    │   └── TaskNotFound             404  exit 3   no task with that id (or its result has expired)
     ├── AlreadyExists                409  exit 4   creating something that is already there
-    │   └── ModelExists              409  exit 4   a model version that is already in the store
+    │   ├── ModelExists              409  exit 4   a model version that is already in the store
+    │   └── BundleExists             409  exit 4   a bundle version that is already in the store
     ├── Conflict                     409  exit 4   the request contradicts the store's state
+    │   └── TaskNotCompleted         409  exit 4   a task's result asked for before it completed
     ├── ArchiveError                 400  exit 5   an archive that cannot be imported
     │   ├── CorruptArchive           400  exit 5   unreadable, truncated, or a hash mismatch
     │   └── UnsafeArchive            400  exit 5   a member that would land outside its target
@@ -27,10 +31,12 @@ the class named in an error body's ``type``.
     ├── ServiceUnavailable           503  exit 9   busy (queue full) or not ready; retry later
     ├── RequestTimeout               504  exit 9   the API did not answer within its timeout
     ├── ServiceError                 500  exit 9   the service's own code raised
+    │   └── TaskFailed               500  exit 9   a task's code raised on its last attempt
     ├── ServiceDefinitionError       500  exit 2   a @tiffin.service / @tiffin.api used wrongly
     ├── MissingDependency            500  exit 6   an optional package (an extra) is not installed
     ├── FrameworkError               500  exit 7   a framework handler failed to save or load
-    └── IntegrityError               500  exit 8   a stored file is missing or fails its sha256
+    ├── IntegrityError               500  exit 8   a stored file is missing or fails its sha256
+    └── DeployError                  500  exit 10  a container engine or deployment step failed
 
 Every message says what went wrong and ends with what to do about it.
 """
@@ -42,9 +48,12 @@ from typing import Any, ClassVar
 __all__ = [
     "AlreadyExists",
     "ArchiveError",
+    "BundleExists",
+    "BundleNotFound",
     "ConfigError",
     "Conflict",
     "CorruptArchive",
+    "DeployError",
     "FrameworkError",
     "IntegrityError",
     "InvalidArgument",
@@ -62,6 +71,9 @@ __all__ = [
     "ServiceDefinitionError",
     "ServiceError",
     "ServiceUnavailable",
+    "TaskFailed",
+    "TaskNotCompleted",
+    "TaskNotFound",
     "TiffinError",
     "Unauthorized",
     "UnsafeArchive",
@@ -123,6 +135,15 @@ class ModelNotFound(NotFound):
     """Raised when no saved model matches a name, version or alias."""
 
 
+class BundleNotFound(NotFound):
+    """Raised when no built bundle matches a name, version or alias."""
+
+
+class TaskNotFound(NotFound):
+    """Raised when no task has the id asked for: it never existed, or it finished longer
+    ago than its result is kept."""
+
+
 class AlreadyExists(TiffinError):
     """Raised when creating something that already exists."""
 
@@ -134,11 +155,20 @@ class ModelExists(AlreadyExists):
     """Raised when saving or importing a model version that is already in the store."""
 
 
+class BundleExists(AlreadyExists):
+    """Raised when importing a bundle version that is already in the store."""
+
+
 class Conflict(TiffinError):
     """Raised when an operation contradicts the store's state (e.g. deleting an aliased version)."""
 
     status_code = 409
     exit_code = 4
+
+
+class TaskNotCompleted(Conflict):
+    """Raised when a task's result is asked for while it is queued or running, or after it
+    was cancelled; ``detail["status"]`` says which."""
 
 
 class ArchiveError(TiffinError):
@@ -226,6 +256,11 @@ class ServiceError(TiffinError):
     exit_code = 9
 
 
+class TaskFailed(ServiceError):
+    """Raised for the result of a task whose code raised on its last attempt;
+    ``detail["error"]`` is the error it failed with."""
+
+
 class ServiceDefinitionError(TiffinError):
     """Raised when ``@tiffin.service``, ``@tiffin.api`` or ``tiffin.depends`` is used wrongly;
     raised at import time, when the class is decorated."""
@@ -249,6 +284,12 @@ class IntegrityError(TiffinError):
     """Raised when a file in the store is missing or no longer matches its recorded sha256."""
 
     exit_code = 8
+
+
+class DeployError(TiffinError):
+    """Raised when a container engine is missing or fails, or a deployment step cannot run."""
+
+    exit_code = 10
 
 
 def describe(exc: BaseException) -> str:

@@ -26,11 +26,20 @@ Example (a pytest test next to ``service.py``):
 
 A streaming API's events are delivered when its generator ends (the in-process
 transport buffers each response), so test streams that finish.
+
+Tasks run as they do in a server, in the background on the app's event loop, over a
+SQLite store in a temporary directory that ``close()`` removes (pass ``tasks_url=`` to
+use another); ``client.<task>.submit(...).wait()`` returns the result:
+
+    def test_report(service):
+        job = service.report.submit(rows=[[1.0, 2.0]])
+        assert job.wait(timeout=10) == {"mean": 1.5}
 """
 
 from __future__ import annotations
 
 import asyncio
+import tempfile
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, Self
@@ -111,7 +120,8 @@ class TestClient(Client):
         api_key: sent with every API method call (not with raw ``.http`` requests).
         headers: extra headers sent with every API method call.
         **settings: settings overriding the service's own, e.g. ``timeout=5`` or
-            ``api_keys=("k",)``; nothing is read from the environment or from files.
+            ``api_keys=("k",)``; nothing is read from the environment or from files (and
+            tasks are kept in a temporary store unless ``tasks_url`` is given).
 
     Attributes:
         http: an ``httpx.Client`` on the app, for raw requests: ``.http.get("/readyz")``.
@@ -137,6 +147,10 @@ class TestClient(Client):
         **settings: Any,
     ) -> None:
         spec = spec_of(service)
+        self._scratch: tempfile.TemporaryDirectory[str] | None = None
+        if spec.tasks and settings.get("tasks_url") is None:
+            self._scratch = tempfile.TemporaryDirectory(prefix="tiffin-tasks-")
+            settings = {**settings, "tasks_url": f"sqlite:///{self._scratch.name}/tasks.db"}
         self.settings: Settings = config.load(code=spec.config, flags=settings)
         self.app = create_app(spec, self.settings)
         self._portal_cm = anyio.from_thread.start_blocking_portal()
@@ -146,6 +160,8 @@ class TestClient(Client):
             self._portal.call(self._lifespan.startup)
         except BaseException:
             self._portal_cm.__exit__(None, None, None)
+            if self._scratch is not None:
+                self._scratch.cleanup()
             raise
         http = httpx.Client(transport=_InProcess(self.app, self._portal), base_url=_BASE_URL)
         super().__init__(_BASE_URL, api_key=api_key, headers=headers, http=http)
@@ -167,6 +183,8 @@ class TestClient(Client):
             self._portal.call(self._lifespan.shutdown)
         finally:
             self._portal_cm.__exit__(None, None, None)
+            if self._scratch is not None:
+                self._scratch.cleanup()
 
     def __enter__(self) -> Self:
         return self

@@ -176,6 +176,12 @@ def _run_command(
     return None
 
 
+def _stop(server: subprocess.Popen[str]) -> None:
+    server.send_signal(signal.SIGTERM)
+    _, errors = server.communicate(timeout=60)
+    assert server.returncode == 0, errors
+
+
 def test_readme_tour_runs_as_written(tmp_path: Path) -> None:
     """Follow the README tour in order: Python blocks run in one process, `service.py` is
     written, `$` commands run (the server in the background, on a free port instead of
@@ -206,15 +212,58 @@ def test_readme_tour_runs_as_written(tmp_path: Path) -> None:
                         if after.startswith("$"):
                             break
                         shown.append(after)
+                    if line.startswith("$ tiffin serve ") and server is not None:
+                        _stop(server)  # the tour serves again: from the bundle this time
+                        server = None
                     server = _run_command(line, shown, port, work, env) or server
                     commands += 1
     finally:
         python.close()
         if server is not None:
-            server.send_signal(signal.SIGTERM)
-            _, errors = server.communicate(timeout=60)
-            assert server.returncode == 0, errors
+            _stop(server)
     assert commands >= 10
     store = ModelStore(home)
     assert store.get("tokenizer").load().joinpath("vocab.txt").read_text() == "hello\nworld\n"
     assert store.aliases("iris") == {}  # the tour ends by deleting iris:production
+
+
+def test_quickstart_builds_and_its_bundle_serves_from_another_directory(tmp_path: Path) -> None:
+    home, elsewhere = tmp_path / "home", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = _env(home)
+    subprocess.run(
+        [sys.executable, str(ROOT / "examples/quickstart/train.py")],
+        env=env,
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    built = subprocess.run(
+        ["tiffin", "build"],
+        cwd=ROOT / "examples/quickstart",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert built.returncode == 0, built.stderr
+    assert built.stdout.startswith("Built bundle quickstart:")
+    port = _free_port()
+    server = subprocess.Popen(
+        ["tiffin", "serve", "quickstart:latest", "--port", str(port), "--host", "127.0.0.1"],
+        cwd=elsewhere,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_ready(f"http://127.0.0.1:{port}", server)
+        response = httpx.post(
+            f"http://127.0.0.1:{port}/predict",
+            json={"features": [[5.1, 3.5, 1.4, 0.2], [7.7, 3.0, 6.1, 2.3]]},
+            timeout=10,
+        )
+        assert response.json() == ["setosa", "virginica"]
+    finally:
+        _stop(server)

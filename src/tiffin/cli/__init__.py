@@ -27,7 +27,14 @@ def _version() -> str:
         return "unknown"
 
 
-_COMMANDS = {"models": "tiffin.cli.models:models", "serve": "tiffin.cli.serve:serve"}
+_COMMANDS = {
+    "build": "tiffin.cli.bundles:build",
+    "bundles": "tiffin.cli.bundles:bundles",
+    "containerize": "tiffin.cli.containerize:containerize",
+    "deploy": "tiffin.cli.deploy:deploy",
+    "models": "tiffin.cli.models:models",
+    "serve": "tiffin.cli.serve:serve",
+}
 """Each command and where it is defined: imported when it runs (or for --help), so
 ``tiffin serve`` does not load what only the other commands use (tables, progress bars)."""
 

@@ -20,7 +20,16 @@ from rich.progress import (
 )
 from rich.table import Table
 
-__all__ = ["OUTPUT_OPTION", "human_size", "print_json", "print_table", "progress_bar"]
+from tiffin.exceptions import InvalidArgument
+
+__all__ = [
+    "OUTPUT_OPTION",
+    "human_size",
+    "key_values",
+    "print_json",
+    "print_table",
+    "progress_bar",
+]
 
 OUTPUT_OPTION = click.option(
     "-o",
@@ -82,3 +91,18 @@ def progress_bar(description: str, total: int) -> Iterator[Callable[[int], None]
     ) as progress:
         task = progress.add_task(description, total=total)
         yield lambda done: progress.advance(task, done)
+
+
+def key_values(pairs: Sequence[str], option: str, example: str = "team=ml") -> dict[str, str]:
+    """``KEY=VALUE`` option values as a mapping; a value without ``=`` is an error that
+    names ``option`` and shows ``example``."""
+    found: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InvalidArgument(
+                f"{option} {pair!r} is not KEY=VALUE. Write it like {option} {example}.",
+                detail={"option": option, "value": pair},
+            )
+        found[key] = value
+    return found

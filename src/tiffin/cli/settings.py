@@ -9,9 +9,10 @@ from typing import Any
 import click
 
 from tiffin import config
+from tiffin.bundles.store import BundleStore
 from tiffin.models import ModelStore
 
-__all__ = ["settings_from", "store_from"]
+__all__ = ["bundle_store_from", "settings_from", "store_from"]
 
 
 def settings_from(ctx: click.Context) -> config.Settings:
@@ -30,3 +31,8 @@ def settings_from(ctx: click.Context) -> config.Settings:
 def store_from(ctx: click.Context) -> ModelStore:
     """The model store this invocation's settings point to."""
     return ModelStore.from_settings(settings_from(ctx))
+
+
+def bundle_store_from(ctx: click.Context) -> BundleStore:
+    """The bundle store this invocation's settings point to."""
+    return BundleStore.from_settings(settings_from(ctx))

@@ -16,11 +16,14 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tiffin import config as _config
+from tiffin.exceptions import ConfigError as _ConfigError
 from tiffin.models.frameworks import Framework
 from tiffin.models.model import FileEntry, FrameworkInfo, Model, ModelInfo, Signature
 from tiffin.models.store import ModelBuilder, ModelRef, ModelStore
 
 if TYPE_CHECKING:  # annotations only: Tag is exported as tiffin.Tag, not tiffin.models.Tag
+    from tiffin.storage.remote import ItemProgress, RemoteStore, Transfer
     from tiffin.tag import Tag
 
 __all__ = [
@@ -41,6 +44,8 @@ __all__ = [
     "get",
     "import_",
     "list",
+    "pull",
+    "push",
     "ref",
     "save",
     "unalias",
@@ -127,6 +132,49 @@ def export(
 def import_(source: Path | str, *, progress: Callable[[int], None] | None = None) -> Model:
     """Import a model archive written by ``export``; unsafe or corrupt archives are refused."""
     return ModelStore.default().import_(source, progress=progress)
+
+
+def _remote(remote: str | RemoteStore | None, verb: str) -> str | RemoteStore:
+    if remote is None:
+        remote = _config.current().remote
+    if not remote:
+        raise _ConfigError(
+            f"No remote store to {verb}. Pass one, e.g. remote='s3://bucket/models', or set "
+            "TIFFIN_REMOTE (the 'remote' setting).",
+            detail={"setting": "remote"},
+        )
+    return remote
+
+
+def push(
+    tag: str | Tag,
+    remote: str | RemoteStore | None = None,
+    *,
+    progress: ItemProgress | None = None,
+) -> Transfer:
+    """Copy a model to a remote store (default: the ``remote`` setting, TIFFIN_REMOTE);
+    see ``ModelStore.push``.
+
+    Example:
+        tiffin.models.push("iris:latest", "s3://team-models/prod")
+    """
+    return ModelStore.default().push(tag, _remote(remote, "push to"), progress=progress)
+
+
+def pull(
+    tag: str | Tag,
+    remote: str | RemoteStore | None = None,
+    *,
+    progress: ItemProgress | None = None,
+) -> Model:
+    """Copy a model from a remote store (default: the ``remote`` setting) into the local
+    store, verified, and return it; see ``ModelStore.pull``.
+
+    Example:
+        tiffin.models.pull("iris:production", "s3://team-models/prod").load()
+    """
+    store = ModelStore.default()
+    return store.get(store.pull(tag, _remote(remote, "pull from"), progress=progress).tag)
 
 
 def ref(tag: str) -> ModelRef:

@@ -21,6 +21,7 @@ from tiffin import config
 from tiffin.exceptions import (
     CorruptArchive,
     FrameworkError,
+    IntegrityError,
     InvalidArgument,
     ModelExists,
     ModelNotFound,
@@ -30,6 +31,15 @@ from tiffin.exceptions import (
 from tiffin.models import frameworks
 from tiffin.models.model import Model, ModelInfo, Signature
 from tiffin.storage import ItemKind, LocalStore, Staging
+from tiffin.storage.remote import (
+    ItemProgress,
+    Record,
+    RemoteStore,
+    Transfer,
+    connect,
+    pull_item,
+    push_item,
+)
 from tiffin.tag import Tag
 
 __all__ = ["MODELS", "ModelBuilder", "ModelRef", "ModelStore"]
@@ -413,6 +423,58 @@ class ModelStore:
         tag, _ = import_item(self.items, source, validate=validate, progress=progress)
         return self.get(tag)
 
+    # -- remote stores ---------------------------------------------------------------
+
+    def push(
+        self,
+        tag: str | Tag,
+        remote: str | RemoteStore,
+        *,
+        progress: ItemProgress | None = None,
+    ) -> Transfer:
+        """Copy a model to a remote store (a URL or an open ``RemoteStore``) under the
+        same version. Chunks the remote has are not sent again, so an interrupted push
+        resumes; pushing a version the remote has identically sends nothing, and one it
+        has with other files is refused (``ModelExists``).
+
+        Example:
+            store.push("iris:latest", "s3://team-models/prod").moved  # bytes sent
+        """
+        with connect(remote) as opened:
+            return push_item(self.items, tag, opened, progress=progress)
+
+    def pull(
+        self,
+        tag: str | Tag,
+        remote: str | RemoteStore,
+        *,
+        progress: ItemProgress | None = None,
+    ) -> Transfer:
+        """Copy a model from a remote store (``latest``, a version or a remote alias) into
+        this store. Every byte is checked against the sha256 the remote records before
+        the model appears here, in one step; an interrupted pull resumes where it stopped.
+
+        Example:
+            store.get(store.pull("iris:production", "s3://team-models/prod").tag).load()
+        """
+        with connect(remote) as opened:
+            return pull_item(
+                self.items, tag, opened, progress=progress, validate=_check_remote_info
+            )
+
+
+def _check_remote_info(record: Record) -> None:
+    try:
+        ModelInfo.model_validate(record.manifest)
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        field = ".".join(str(p) for p in problem["loc"])
+        raise IntegrityError(
+            f"The model.yaml of '{record.tag}' in the remote store has a bad '{field}' "
+            f"({problem['msg']}). Nothing was pulled; push that version again.",
+            detail={"tag": str(record.tag), "field": field},
+        ) from None
+
 
 class ModelRef:
     """A lazy reference to a saved model, resolved the first time it is used.
@@ -435,6 +497,11 @@ class ModelRef:
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.attribute = name
+
+    def pin(self, model: Model) -> None:
+        """Make this reference mean ``model`` from now on, whatever its tag would resolve
+        to (a bundle pins the exact versions it was built with)."""
+        self._model = model
 
     def resolve(self) -> Model:
         """The model this reference means, looked up once and then kept."""

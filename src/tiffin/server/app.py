@@ -15,26 +15,50 @@ and 3,729 -> 4,539 requests/s on 8 connections.
 Errors are JSON ``{"error": {"type", "message", "detail"}}`` with the status of the
 ``TiffinError`` class named in ``type``; an exception in the service's code is a 500
 carrying the request id, and its traceback is logged with that id.
+
+A service with ``@tiffin.task`` methods also gets, for each task ``<name>``:
+
+    POST /tasks/<name>[?callback=URL]    submit: 202, the task's status (and Location)
+    GET  /tasks/<name>[?status=&limit=]  its tasks, newest first: {"tasks": [status, ...]}
+    GET  /tasks/<name>/<id>              status: queued, running, completed, failed,
+                                         cancelled; attempts, times, error
+    GET  /tasks/<name>/<id>/result       200 the result (as the API would answer it);
+                                         409 TaskNotCompleted while queued or running, or
+                                         once cancelled; 500 TaskFailed with the error
+    POST /tasks/<name>/<id>/cancel       200 cancelled; 202 a running task was asked to
+                                         stop; 409 it has completed or failed already
+
+An unknown id is a 404 ``TaskNotFound``. The store is opened and each worker's task
+runner started in the lifespan startup, and stopped in its shutdown; the runner stops
+claiming tasks the moment SIGTERM arrives (the app puts a handler in front of the
+server's own), and tasks get what remains of ``grace_period`` to finish. None of this
+touches an API request: task paths are found only when the route table has no match.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import inspect
 import logging
 import os
 import random
 import re
+import signal
+import threading
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
+from types import FrameType
 from typing import Any
+from urllib.parse import parse_qs
 
 from tiffin.batching import Batcher, BatchMetrics
 from tiffin.config import Settings
 from tiffin.exceptions import (
+    InvalidArgument,
     MethodNotAllowed,
     PayloadTooLarge,
     RequestTimeout,
@@ -48,11 +72,15 @@ from tiffin.exceptions import (
 from tiffin.io import dumps
 from tiffin.observability import ServerMetrics
 from tiffin.observability.logging import AccessLog
+from tiffin.observability.metrics import TaskMetrics
 from tiffin.server import docs, openapi
 from tiffin.server.inline import InlinePolicy
 from tiffin.server.limits import ConcurrencyLimit
 from tiffin.server.runtime import ServiceRuntime
-from tiffin.service import Api, ServiceSpec
+from tiffin.service import Api, ServiceSpec, Task
+from tiffin.tasks.queue import MAX_LIST, TaskQueue
+from tiffin.tasks.runner import TaskRunner
+from tiffin.tasks.store import TaskRecord
 
 __all__ = ["App", "create_app"]
 
@@ -164,6 +192,16 @@ class App:
         }
         for route, api in spec.routes().items():
             self._routes[route] = partial(self._api, api)
+        self.task_queue: TaskQueue | None = None
+        self.task_runner: TaskRunner | None = None
+        self._drain_started: float | None = None
+        self._restore_signals: list[tuple[int, Any, Any]] = []
+        if spec.tasks:
+            task_metrics = TaskMetrics(self.metrics.registry, list(spec.tasks))
+            self.task_queue = TaskQueue(spec, settings, task_metrics)
+            self.task_runner = TaskRunner(self.task_queue, spec.tasks, settings, task_metrics)
+            for task in spec.tasks.values():
+                self._routes[task.route] = partial(self._task_collection, task)
         self._docs = docs.Docs(spec, openapi.build(spec))
         self._openapi_body = dumps(self._docs.openapi)
 
@@ -181,29 +219,80 @@ class App:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 try:
+                    if self.task_queue is not None:
+                        await self.task_queue.open()
                     await self.runtime.start()
+                    if self.task_runner is not None:
+                        await self.task_runner.start(self.runtime.instance)
+                        self._drain_on_signals()
                 except BaseException as exc:
                     self.startup_error = exc
                     log.exception("Service %s failed to start", self.spec.name)
+                    if self.task_queue is not None:
+                        await self.task_queue.close()
                     await send({"type": "lifespan.startup.failed", "message": describe(exc)})
                     return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                await self._stop_tasks()
                 try:
                     await self.runtime.stop()
                 except Exception:
                     log.exception("Service %s failed to stop cleanly", self.spec.name)
                 self.executor.shutdown(wait=False, cancel_futures=True)
+                if self.task_queue is not None:
+                    await self.task_queue.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    def _drain_on_signals(self) -> None:
+        """Stop claiming tasks on SIGTERM or SIGINT, before the server's own handler runs
+        (which then drains HTTP connections, and only after that runs the shutdown)."""
+        if threading.current_thread() is not threading.main_thread():
+            return  # a server run in a thread (tests) is stopped by its shutdown alone
+        loop = asyncio.get_running_loop()
+        runner = self.task_runner
+        assert runner is not None
+
+        def chain(previous: Any) -> Callable[[int, FrameType | None], None]:
+            def handler(signum: int, frame: FrameType | None) -> None:
+                if self._drain_started is None:
+                    self._drain_started = time.monotonic()
+                    with contextlib.suppress(RuntimeError):  # the loop has closed
+                        loop.call_soon_threadsafe(runner.drain)
+                if callable(previous):
+                    previous(signum, frame)
+
+            return handler
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous = signal.getsignal(sig)
+            installed = chain(previous)
+            signal.signal(sig, installed)
+            self._restore_signals.append((sig, installed, previous))
+
+    async def _stop_tasks(self) -> None:
+        """Let running tasks finish within what is left of ``grace_period`` since the stop
+        began, then put the rest back in the queue."""
+        for sig, installed, previous in self._restore_signals:
+            if signal.getsignal(sig) is installed:  # the server has not put its own back
+                signal.signal(sig, previous)
+        self._restore_signals.clear()
+        if self.task_runner is None or self.runtime.instance is None:
+            return
+        began = self._drain_started if self._drain_started is not None else time.monotonic()
+        try:
+            await self.task_runner.stop(began + self.settings.grace_period)
+        except Exception:
+            log.exception("The task runner of %s failed to stop cleanly", self.spec.name)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         request = _Request(scope)
         path: str = scope["path"]
         handler = self._routes.get(path)
-        if handler is None and (path == "/docs" or path.startswith("/docs/")):
-            handler = self._serve_docs
+        if handler is None:
+            handler = self._unrouted(path)
         status = 500
         try:
             if scope["method"] == "OPTIONS" and self._cors:
@@ -222,6 +311,17 @@ class App:
         if self.settings.access_log:
             duration_ms = round((time.perf_counter() - started) * 1000, 3)
             self._access(scope["method"], path, status, duration_ms, request.request_id)
+
+    def _unrouted(
+        self, path: str
+    ) -> Callable[[Scope, Receive, Send, _Request], Awaitable[int]] | None:
+        """The handler of a path that is not in the route table, if any: the docs pages,
+        and a task's status, result and cancel paths."""
+        if path == "/docs" or path.startswith("/docs/"):
+            return self._serve_docs
+        if self.task_queue is not None and path.startswith("/tasks/"):
+            return self._task_item
+        return None
 
     # -- responses -------------------------------------------------------------------
 
@@ -577,6 +677,77 @@ class App:
                 await loop.run_in_executor(self.executor, generator.close)
             self.limit.release()
         return 200
+
+    # -- tasks -----------------------------------------------------------------------
+
+    async def _task_collection(
+        self, task: Task[Any, Any], scope: Scope, receive: Receive, send: Send, request: _Request
+    ) -> int:
+        """``POST /tasks/<name>`` submits a task; ``GET`` lists its tasks."""
+        self._only(scope, "POST", "GET")
+        assert self.task_queue is not None
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        if scope["method"] == "GET":
+            limit = _query(query, "limit") or "100"
+            if not limit.isdigit():
+                raise InvalidArgument(
+                    f"limit={limit!r} is not a whole number. Ask for 1 to {MAX_LIST} tasks.",
+                    detail={"limit": limit},
+                )
+            found = await self.task_queue.list(task, _query(query, "status"), int(limit))
+            body = dumps({"tasks": [record.to_json() for record in found]})
+            return await self._respond(send, request, 200, body)
+        payload = await self._body(receive, request)
+        record = await self.task_queue.submit(
+            task, payload, request.content_type, _query(query, "callback")
+        )
+        location = f"{task.route}/{record.id}".encode()
+        return await self._task_status(send, request, record, 202, [(b"location", location)])
+
+    async def _task_item(
+        self, scope: Scope, receive: Receive, send: Send, request: _Request
+    ) -> int:
+        """``/tasks/<name>/<id>`` (status), ``.../result`` and ``.../cancel``."""
+        assert self.task_queue is not None
+        path: str = scope["path"]
+        name, _, rest = path.removeprefix("/tasks/").partition("/")
+        task_id, _, action = rest.partition("/")
+        task = self.spec.tasks.get(name)
+        if task is None or not task_id or action not in ("", "result", "cancel"):
+            tasks = ", ".join(sorted(t.route for t in self.spec.tasks.values()))
+            raise RouteNotFound(
+                f"No task endpoint at {path}. This service's tasks are at {tasks}; each "
+                "task's status is at /tasks/<name>/<id>, its result at .../result; /docs "
+                "lists them.",
+                detail={"path": path},
+            )
+        if action == "cancel":
+            self._only(scope, "POST")
+            record = await self.task_queue.cancel(task, task_id)
+            status = 202 if record.status == "running" else 200
+            return await self._task_status(send, request, record, status)
+        self._only(scope, "GET")
+        if action == "result":
+            body = await self.task_queue.result(task, task_id)
+            return await self._respond(send, request, 200, body)
+        record = await self.task_queue.get(task, task_id)
+        return await self._task_status(send, request, record, 200)
+
+    async def _task_status(
+        self,
+        send: Send,
+        request: _Request,
+        record: TaskRecord,
+        status: int,
+        extra: list[tuple[bytes, bytes]] | None = None,
+    ) -> int:
+        return await self._respond(send, request, status, dumps(record.to_json()), extra=extra)
+
+
+def _query(query: dict[str, list[str]], name: str) -> str | None:
+    """The last value of a query parameter, or None."""
+    values = query.get(name)
+    return values[-1] if values else None
 
 
 class _Timed:

@@ -1,11 +1,18 @@
-"""The OpenAPI 3.1 document of a service, built once from its APIs' type hints."""
+"""The OpenAPI 3.1 document of a service, built once from its APIs' type hints.
+
+Each ``@tiffin.task`` adds five operations under ``/tasks/<name>`` (submit, list, status,
+result, cancel), tagged ``tasks`` and marked ``x-tiffin-task: {"task", "action"}`` so a
+client can tell them from APIs; ``tiffin.server.app`` describes what each answers.
+"""
 
 from __future__ import annotations
 
 import inspect
 from typing import Any
 
-from tiffin.service import Api, ServiceSpec
+from tiffin.service import Api, ServiceSpec, Task
+from tiffin.tasks.queue import MAX_LIST
+from tiffin.tasks.store import STATUSES
 
 __all__ = ["build"]
 
@@ -153,6 +160,218 @@ def _operation(api: Api[Any, Any], components: dict[str, Any]) -> dict[str, Any]
     }
 
 
+_STAMP = {"type": ["string", "null"], "format": "date-time"}
+_TASK_STATUS = {
+    "type": "object",
+    "description": "A task's status (not its arguments or result).",
+    "required": [
+        "id",
+        "task",
+        "status",
+        "attempts",
+        "submitted_at",
+        "started_at",
+        "finished_at",
+        "expires_at",
+        "cancel_requested",
+        "error",
+        "callback",
+        "callback_status",
+    ],
+    "properties": {
+        "id": {"type": "string", "description": "the task's id"},
+        "task": {"type": "string", "description": "the task's name"},
+        "status": {"enum": list(STATUSES)},
+        "attempts": {"type": "integer", "minimum": 0, "description": "runs started"},
+        "submitted_at": {"type": "string", "format": "date-time"},
+        "started_at": {**_STAMP, "description": "when its last run started"},
+        "finished_at": _STAMP,
+        "expires_at": {**_STAMP, "description": "when its status and result are removed"},
+        "cancel_requested": {"type": "boolean"},
+        "error": {
+            "description": "why its last run failed, if it did",
+            "anyOf": [
+                {"type": "null"},
+                {
+                    "type": "object",
+                    "required": ["type", "message"],
+                    "properties": {"type": {"type": "string"}, "message": {"type": "string"}},
+                },
+            ],
+        },
+        "callback": {"type": ["string", "null"], "description": "the URL told when it ends"},
+        "callback_status": {"enum": ["pending", "delivered", "failed", None]},
+    },
+}
+_TASK_STATUS_REF = {"$ref": _REF + "TaskStatus"}
+_TASK_ID = {
+    "name": "task_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+    "description": "the id the submission answered with",
+}
+
+
+def _status_response(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": _TASK_STATUS_REF}},
+    }
+
+
+def _task_paths(task: Task[Any, Any], components: dict[str, Any]) -> dict[str, Any]:
+    """The five operations of one task, by path."""
+    name = task.name
+    summary = task.doc.splitlines()[0] if task.doc else name
+
+    def mark(action: str, operation: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "operationId": f"{name}.{action}",
+            "tags": ["tasks"],
+            "x-tiffin-task": {"task": name, "action": action},
+            **operation,
+        }
+
+    request = _hoist(task.io.request_schema(), components)
+    submit = mark(
+        "submit",
+        {
+            "summary": f"Submit: {summary}",
+            "description": task.doc,
+            "parameters": [
+                {
+                    "name": "callback",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "string", "format": "uri"},
+                    "description": "an http(s) URL to POST the task's status and result to "
+                    "when it finishes",
+                }
+            ],
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": request}},
+            },
+            "responses": {
+                "202": {
+                    **_status_response("Queued; the body is the task's status."),
+                    "headers": {
+                        "Location": {
+                            "description": "the task's status",
+                            "schema": {"type": "string"},
+                        }
+                    },
+                },
+                "400": _error("The body cannot be parsed, or the callback is not a URL."),
+                "401": _ERRORS["401"],
+                "413": _ERRORS["413"],
+                "415": _error("The body is not JSON."),
+                "422": _ERRORS["422"],
+                "503": _error("The task store cannot be reached; retry."),
+            },
+        },
+    )
+    listing = mark(
+        "list",
+        {
+            "summary": f"List the tasks of {name}, newest first.",
+            "parameters": [
+                {"name": "status", "in": "query", "schema": {"enum": list(STATUSES)}},
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "schema": {
+                        "type": "integer",
+                        "minimum": 1,
+                        "maximum": MAX_LIST,
+                        "default": 100,
+                    },
+                },
+            ],
+            "responses": {
+                "200": {
+                    "description": "The tasks.",
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["tasks"],
+                                "properties": {
+                                    "tasks": {"type": "array", "items": _TASK_STATUS_REF}
+                                },
+                            }
+                        }
+                    },
+                },
+                "400": _error("An unknown status, or a limit out of range."),
+                "401": _ERRORS["401"],
+                "503": _error("The task store cannot be reached; retry."),
+            },
+        },
+    )
+    not_found = _error("No task with that id, or its result has expired.")
+    status = mark(
+        "status",
+        {
+            "summary": f"The status of a {name} task.",
+            "parameters": [_TASK_ID],
+            "responses": {
+                "200": _status_response("The task's status."),
+                "401": _ERRORS["401"],
+                "404": not_found,
+                "503": _error("The task store cannot be reached; retry."),
+            },
+        },
+    )
+    response = _hoist(task.io.response_schema(), components)
+    result = mark(
+        "result",
+        {
+            "summary": f"The result of a completed {name} task.",
+            "parameters": [_TASK_ID],
+            "responses": {
+                "200": {
+                    "description": "The task's result, as JSON.",
+                    "content": {"application/json": {"schema": response}},
+                },
+                "401": _ERRORS["401"],
+                "404": not_found,
+                "409": _error(
+                    "The task is queued or running (no result yet), or was cancelled; "
+                    "`detail.status` says which."
+                ),
+                "500": _error("The task failed; `detail.error` is why."),
+                "503": _error("The task store cannot be reached; retry."),
+            },
+        },
+    )
+    cancel = mark(
+        "cancel",
+        {
+            "summary": f"Cancel a {name} task.",
+            "description": "A queued task is cancelled at once (200). A running one is asked "
+            "to stop (202); it ends as cancelled.",
+            "parameters": [_TASK_ID],
+            "responses": {
+                "200": _status_response("Cancelled."),
+                "202": _status_response("Running; asked to stop."),
+                "401": _ERRORS["401"],
+                "404": not_found,
+                "409": _error("The task has completed or failed already."),
+                "503": _error("The task store cannot be reached; retry."),
+            },
+        },
+    )
+    item = f"{task.route}/{{task_id}}"
+    return {
+        task.route: {"post": submit, "get": listing},
+        item: {"get": status},
+        f"{item}/result": {"get": result},
+        f"{item}/cancel": {"post": cancel},
+    }
+
+
 def _probe(summary: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {
         "get": {
@@ -172,6 +391,10 @@ def build(spec: ServiceSpec) -> dict[str, Any]:
     paths: dict[str, Any] = {}
     for route, api in sorted(spec.routes().items()):
         paths[route] = {"post": _operation(api, components)}
+    if spec.tasks:
+        components["TaskStatus"] = _TASK_STATUS
+        for task in sorted(spec.tasks.values(), key=lambda t: t.name):
+            paths.update(_task_paths(task, components))
     status = {
         "type": "object",
         "properties": {"status": {"type": "string"}},

@@ -50,8 +50,19 @@ from typing import Any, NoReturn
 
 from prometheus_client.multiprocess import mark_process_dead
 
+from tiffin import config
+from tiffin.bundles.serving import find_bundle, load_bundle
+from tiffin.bundles.store import BundleStore, ensure_bundle
 from tiffin.config import Settings
-from tiffin.exceptions import ConfigError, ServiceError, TiffinError, describe, error_class
+from tiffin.exceptions import (
+    ConfigError,
+    InvalidArgument,
+    ServiceError,
+    TiffinError,
+    describe,
+    error_class,
+)
+from tiffin.models import ModelStore
 from tiffin.observability.logging import configure as configure_logging
 from tiffin.server.worker import WorkerOptions, run_forked, service_settings
 from tiffin.service import ServiceSpec
@@ -97,7 +108,23 @@ def serve(
     """
     directory = directory.resolve()
     flags = dict(flags or {})
-    spec = load_service(target, directory)
+    loaded = config.load(directory=directory, environ=os.environ, flags=flags)
+    home = loaded.home
+    # a bundle in the local store, else one pulled (with its models) from the remote
+    bundle = find_bundle(target, directory, BundleStore(home)) or ensure_bundle(
+        target, directory, loaded
+    )
+    if bundle is None:
+        spec = load_service(target, directory)
+    else:
+        if reload:
+            raise InvalidArgument(
+                f"'{target}' is a built bundle; --reload watches source. Serve the project's "
+                "source to reload on changes (tiffin serve module:Class), or build it again.",
+                detail={"bundle": str(bundle.tag)},
+            )
+        spec = load_bundle(bundle, ModelStore(home))
+        target, directory = bundle.info.service, bundle.source
     settings = service_settings(spec, directory, flags)
     configure_logging(settings)
     if reload and settings.workers != 1:
@@ -115,7 +142,8 @@ def serve(
     ):
         supervisor = Supervisor(
             target=target,
-            name=spec.name,
+            name=spec.name if bundle is None else str(bundle.tag),
+            bundle=None if bundle is None else (str(bundle.tag), str(home)),
             spec=spec if fork else None,
             directory=directory,
             flags=flags,
@@ -249,6 +277,8 @@ class Supervisor:
         name: the service's name, for messages.
         spec: the imported service, to fork workers from; None starts each worker as a
             fresh interpreter that imports ``target`` itself.
+        bundle: the bundle's tag and tiffin home, when serving a bundle: a fresh worker
+            loads it (and pins its models) instead of importing ``target``.
         directory: the serve directory.
         flags: settings given on the command line, passed on to the workers.
         settings: the resolved settings (host, workers, grace period, logging).
@@ -264,6 +294,7 @@ class Supervisor:
         target: str,
         name: str,
         spec: ServiceSpec | None = None,
+        bundle: tuple[str, str] | None = None,
         directory: Path,
         flags: Mapping[str, Any],
         settings: Settings,
@@ -275,6 +306,7 @@ class Supervisor:
         self.target = target
         self.name = name
         self.spec = spec
+        self.bundle = bundle
         self.directory = directory
         self.flags = dict(flags)
         self.settings = settings
@@ -325,6 +357,7 @@ class Supervisor:
             listen_fd=self._listen_fd,
             channel_fd=theirs.fileno(),
             flags=self.flags,
+            bundle=self.bundle,
         )
         try:
             process: asyncio.subprocess.Process | _Forked

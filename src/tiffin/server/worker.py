@@ -40,8 +40,11 @@ import uvicorn.protocols.http.httptools_impl
 from prometheus_client import values as prometheus_values
 
 from tiffin import config
+from tiffin.bundles.serving import load_bundle
+from tiffin.bundles.store import BundleStore
 from tiffin.config import Settings
 from tiffin.exceptions import TiffinError, describe
+from tiffin.models import ModelStore
 from tiffin.observability.logging import configure as configure_logging
 from tiffin.server.app import create_app
 from tiffin.service import ServiceSpec
@@ -75,6 +78,7 @@ class WorkerOptions:
         flags: settings given on the command line.
         listen_fd: the listening socket's file descriptor.
         channel_fd: the worker's end of the channel to the supervisor.
+        bundle: the bundle's tag and tiffin home, when serving a built bundle.
     """
 
     target: str
@@ -82,6 +86,7 @@ class WorkerOptions:
     listen_fd: int
     channel_fd: int
     flags: dict[str, Any] = field(default_factory=dict)
+    bundle: tuple[str, str] | None = None
 
     def to_argument(self) -> str:
         """The options as JSON, for the worker's command line."""
@@ -90,7 +95,9 @@ class WorkerOptions:
     @classmethod
     def from_argument(cls, argument: str) -> WorkerOptions:
         """Read options written by ``to_argument``."""
-        return cls(**json.loads(argument))
+        data = json.loads(argument)
+        bundle = data.pop("bundle", None)
+        return cls(**data, bundle=None if bundle is None else (bundle[0], bundle[1]))
 
 
 class _Channel:
@@ -232,7 +239,10 @@ def run(options: WorkerOptions, spec: ServiceSpec | None = None) -> int:
         signal.signal(sig, request_stop)
     directory = Path(options.directory)
     try:
-        if spec is None:
+        if spec is None and options.bundle is not None:
+            tag, home = options.bundle
+            spec = load_bundle(BundleStore(Path(home)).get(tag), ModelStore(Path(home)))
+        elif spec is None:
             spec = load_service(options.target, directory)
         settings = service_settings(spec, directory, options.flags)
     except TiffinError as exc:

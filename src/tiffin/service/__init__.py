@@ -1,10 +1,11 @@
-"""Services: classes whose typed methods become API endpoints."""
+"""Services: classes whose typed methods become API endpoints and background tasks."""
 
 from tiffin.service.definition import (
     Api,
     Batch,
     Dependency,
     ServiceSpec,
+    Task,
     api,
     depends,
     on_shutdown,
@@ -12,6 +13,7 @@ from tiffin.service.definition import (
     readiness,
     service,
     spec_of,
+    task,
 )
 
 __all__ = [
@@ -19,6 +21,7 @@ __all__ = [
     "Batch",
     "Dependency",
     "ServiceSpec",
+    "Task",
     "api",
     "depends",
     "on_shutdown",
@@ -26,4 +29,5 @@ __all__ = [
     "readiness",
     "service",
     "spec_of",
+    "task",
 ]

@@ -1,4 +1,5 @@
-"""``@tiffin.service`` and ``@tiffin.api``: a class whose typed methods are API endpoints.
+"""``@tiffin.service``, ``@tiffin.api`` and ``@tiffin.task``: a class whose typed methods
+are API endpoints and background jobs.
 
 Every argument is checked when the class is decorated, so a mistake fails at import
 with a message saying what to change, not at the first request.
@@ -14,6 +15,9 @@ Example:
         @tiffin.api
         def predict(self, features: np.ndarray) -> np.ndarray:
             return self.clf.predict(features)
+
+        @tiffin.task(retries=2)
+        def report(self, rows: list[list[float]]) -> dict[str, float]: ...
 """
 
 from __future__ import annotations
@@ -37,12 +41,14 @@ from typing import (
 from tiffin.exceptions import ServiceDefinitionError
 from tiffin.io import ApiIO
 from tiffin.models import ModelRef
+from tiffin.service.tasks import Task, task
 
 __all__ = [
     "Api",
     "Batch",
     "Dependency",
     "ServiceSpec",
+    "Task",
     "api",
     "depends",
     "on_shutdown",
@@ -50,6 +56,7 @@ __all__ = [
     "readiness",
     "service",
     "spec_of",
+    "task",
 ]
 
 P = ParamSpec("P")
@@ -370,6 +377,7 @@ class ServiceSpec:
     models: dict[str, ModelRef]
     dependencies: dict[str, Dependency]
     hooks: dict[str, list[str]] = field(default_factory=dict)
+    tasks: dict[str, Task[Any, Any]] = field(default_factory=dict)
 
     KEYS: ClassVar[tuple[str, ...]] = ("workers", "timeout", "max_concurrency", "max_queue")
 
@@ -388,6 +396,7 @@ def _positive(value: Any, key: str, cls_name: str, *, integer: bool) -> None:
 
 def _collect(cls: type) -> ServiceSpec:
     apis: dict[str, Api[Any, Any]] = {}
+    tasks: dict[str, Task[Any, Any]] = {}
     models: dict[str, ModelRef] = {}
     dependencies: dict[str, Dependency] = {}
     hooks: dict[str, list[str]] = {"on_startup": [], "on_shutdown": [], "readiness": []}
@@ -395,6 +404,8 @@ def _collect(cls: type) -> ServiceSpec:
         for attribute, value in vars(klass).items():
             if isinstance(value, Api):
                 apis[attribute] = value
+            elif isinstance(value, Task):
+                tasks[attribute] = value
             elif isinstance(value, ModelRef):
                 models[attribute] = value
             elif isinstance(value, Dependency):
@@ -415,7 +426,16 @@ def _collect(cls: type) -> ServiceSpec:
             )
         by_name[api.name] = api
         routes[api.route] = api.name
-    return ServiceSpec(cls, "", {}, {}, by_name, models, dependencies, hooks)
+    tasks_by_name: dict[str, Task[Any, Any]] = {}
+    for job in tasks.values():
+        # one namespace: a client reaches both as client.<name>
+        if job.name in by_name or job.name in tasks_by_name:
+            raise ServiceDefinitionError(
+                f"Two APIs or tasks of '{cls.__name__}' are named '{job.name}'. Give one "
+                "another name=."
+            )
+        tasks_by_name[job.name] = job
+    return ServiceSpec(cls, "", {}, {}, by_name, models, dependencies, hooks, tasks_by_name)
 
 
 @overload
@@ -441,7 +461,8 @@ def service(
     max_queue: int | None = None,
     resources: Mapping[str, Any] | None = None,
 ) -> C | Callable[[C], C]:
-    """Make a class a tiffin service; its ``@tiffin.api`` methods become endpoints.
+    """Make a class a tiffin service; its ``@tiffin.api`` methods become endpoints, its
+    ``@tiffin.task`` methods background jobs.
 
     The class itself is unchanged and can still be used directly. Values given here are
     defaults that ``tiffin.yaml``, ``TIFFIN_*`` variables and CLI flags override.
@@ -484,7 +505,7 @@ def service(
                 f"{', '.join(sorted(extra))}. Known: {', '.join(sorted(_RESOURCES))}."
             )
         spec = _collect(klass)
-        if not spec.apis:
+        if not spec.apis and not spec.tasks:
             raise ServiceDefinitionError(
                 f"Service '{label}' has no API. Mark at least one method with @tiffin.api."
             )

@@ -102,8 +102,23 @@ def _on_path(folder: Path) -> None:
     sys.path.insert(0, entry)
 
 
+def _forget_other(name: str, directory: Path) -> None:
+    """Drop an imported module of the same top-level name that came from elsewhere, when
+    ``directory`` has its own: the service in ``directory`` is the one asked for."""
+    top = name.split(".", maxsplit=1)[0]
+    known = sys.modules.get(top)
+    if known is None or not ((directory / f"{top}.py").is_file() or (directory / top).is_dir()):
+        return
+    where = getattr(known, "__file__", None)
+    if where is not None and Path(where).resolve().is_relative_to(directory):
+        return
+    for key in [k for k in sys.modules if k == top or k.startswith(top + ".")]:
+        del sys.modules[key]
+
+
 def _import_module(name: str, directory: Path) -> ModuleType:
     _on_path(directory)
+    _forget_other(name, directory)
     importlib.invalidate_caches()  # the file may be newer than the finders' directory caches
     try:
         return importlib.import_module(name)

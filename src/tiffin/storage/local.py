@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import secrets
 import shutil
@@ -41,7 +42,15 @@ from tiffin.exceptions import (
 from tiffin.storage.digest import HashingWriter, sha256_file
 from tiffin.tag import LATEST, Tag, new_version
 
-__all__ = ["ItemKind", "LocalStore", "Staging", "dump_manifest", "read_manifest", "safe_relpath"]
+__all__ = [
+    "ItemKind",
+    "LocalStore",
+    "Staging",
+    "dump_manifest",
+    "files_digest",
+    "read_manifest",
+    "safe_relpath",
+]
 
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _Dumper: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
@@ -85,6 +94,15 @@ def dump_manifest(data: Mapping[str, Any]) -> str:
     """Render a manifest as YAML, keeping the key order given."""
     text: str = yaml.dump(dict(data), Dumper=_Dumper, sort_keys=False, allow_unicode=True)
     return text
+
+
+def files_digest(files: Mapping[str, Mapping[str, Any]]) -> str:
+    """One sha256 for a manifest's file table: equal exactly when every path and every
+    file's sha256 are equal, whatever order the table is in."""
+    digest = hashlib.sha256()
+    for rel in sorted(files):
+        digest.update(f"{rel}\0{files[rel]['sha256']}\n".encode())
+    return digest.hexdigest()
 
 
 def safe_relpath(name: str) -> str:
@@ -148,7 +166,9 @@ class Staging:
         self._writers.append(writer)
         return writer
 
-    def _file_table(self) -> dict[str, dict[str, Any]]:
+    def file_table(self) -> dict[str, dict[str, Any]]:
+        """``{relative path: {"sha256", "size"}}`` of every file written so far; refuses
+        links, special files and a file named like the manifest."""
         for writer in self._writers:
             writer.close()
             rel = writer.path.relative_to(self.path).as_posix()
@@ -186,7 +206,7 @@ class Staging:
         ``created_at``, ``size`` and ``files`` are filled in here.
         Returns the final tag and the manifest written.
         """
-        files = self._file_table()
+        files = self.file_table()
         kind = self.store.kind
         while True:
             manifest: dict[str, Any] = {

@@ -622,6 +622,9 @@
     for (const [route, item] of Object.entries(doc.paths || {})) {
       const op = item.post;
       if (!op || !op.operationId) continue;
+      // a task is tried by submitting it; its cancel route needs an id from a submission
+      const task = op["x-tiffin-task"];
+      if (task && task.action !== "submit") continue;
       const link = el("a", { href: "#api-" + op.operationId }, op.operationId);
       links.append(el("li", {}, link, el("span", { class: "muted" }, " " + route)));
       sections.push(apiSection(route, op));
