@@ -41,9 +41,11 @@ unit: $(VENV)/.test-deps
 	$(BIN)/pytest
 
 ## bench: run the benchmark suite, about 15 minutes (QUICK=1: about 3); results and the
-##        report in bench/results/; needs wrk and taskset, makes bench/.venv-* on first run
+##        report in bench/results/; needs wrk and taskset, makes bench/.venv-* on first run;
+##        model store save/load against cp, push/pull against the S3 client library
 bench: $(VENV)/.test-deps
 	$(BIN)/python bench/model_store_io.py $(if $(QUICK),--size-mib 256 --repeat 3)
+	$(BIN)/python bench/remote_io.py $(if $(QUICK),--size-mib 256 --repeat 1)
 	$(BIN)/python -m bench.run $(if $(QUICK),--quick)
 
 clean:
