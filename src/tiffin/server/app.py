@@ -8,57 +8,35 @@ A ``def`` API whose calls are short runs inline on the event loop instead of pay
 thread hop per call (``tiffin.server.inline`` says when, and what that gives up); the
 access-log line is a tuple queued for the log's writer thread
 (``tiffin.observability.logging``); request ids come from a generator that does not
-release the GIL. Against the app before these (iris quickstart, one worker, 2-core VM):
-a lone request 356 -> 259 us at the median (a bare ASGI app calling the model: 262 us),
-and 3,729 -> 4,539 requests/s on 8 connections.
+release the GIL (``tiffin.server.request``). Against the app before these (iris
+quickstart, one worker, 2-core VM): a lone request 356 -> 259 us at the median (a bare
+ASGI app calling the model: 262 us), and 3,729 -> 4,539 requests/s on 8 connections.
 
 Errors are JSON ``{"error": {"type", "message", "detail"}}`` with the status of the
 ``TiffinError`` class named in ``type``; an exception in the service's code is a 500
 carrying the request id, and its traceback is logged with that id.
 
-A service with ``@tiffin.task`` methods also gets, for each task ``<name>``:
-
-    POST /tasks/<name>[?callback=URL]    submit: 202, the task's status (and Location)
-    GET  /tasks/<name>[?status=&limit=]  its tasks, newest first: {"tasks": [status, ...]}
-    GET  /tasks/<name>/<id>              status: queued, running, completed, failed,
-                                         cancelled; attempts, times, error
-    GET  /tasks/<name>/<id>/result       200 the result (as the API would answer it);
-                                         409 TaskNotCompleted while queued or running, or
-                                         once cancelled; 500 TaskFailed with the error
-    POST /tasks/<name>/<id>/cancel       200 cancelled; 202 a running task was asked to
-                                         stop; 409 it has completed or failed already
-
-An unknown id is a 404 ``TaskNotFound``. The store is opened and each worker's task
-runner started in the lifespan startup, and stopped in its shutdown; the runner stops
-claiming tasks the moment SIGTERM arrives (the app puts a handler in front of the
-server's own), and tasks get what remains of ``grace_period`` to finish. None of this
-touches an API request: task paths are found only when the route table has no match.
+A service with ``@tiffin.task`` methods also gets each task's routes under ``/tasks/``,
+and its task store and runner opened and started in the lifespan; ``tiffin.server.tasks``
+holds them. None of that touches an API request: a task path other than a task's own is
+looked for only when the route table has no match.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import inspect
 import logging
-import os
-import random
-import re
-import signal
-import threading
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from types import FrameType
 from typing import Any
-from urllib.parse import parse_qs
 
 from tiffin.batching import Batcher, BatchMetrics
 from tiffin.config import Settings
 from tiffin.exceptions import (
-    InvalidArgument,
     MethodNotAllowed,
     PayloadTooLarge,
     RequestTimeout,
@@ -72,69 +50,19 @@ from tiffin.exceptions import (
 from tiffin.io import dumps
 from tiffin.observability import ServerMetrics
 from tiffin.observability.logging import AccessLog
-from tiffin.observability.metrics import TaskMetrics
 from tiffin.server import docs, openapi
 from tiffin.server.inline import InlinePolicy
 from tiffin.server.limits import ConcurrencyLimit
+from tiffin.server.request import Handler, Receive, Request, Scope, Send
 from tiffin.server.runtime import ServiceRuntime
-from tiffin.service import Api, ServiceSpec, Task
-from tiffin.tasks.queue import MAX_LIST, TaskQueue
-from tiffin.tasks.runner import TaskRunner
-from tiffin.tasks.store import TaskRecord
+from tiffin.server.tasks import TaskRoutes
+from tiffin.service import Api, ServiceSpec
 
 __all__ = ["App", "create_app"]
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-
 log = logging.getLogger("tiffin.server")
 
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 _JSON = b"application/json"
-
-# Request ids come from a private generator seeded from os.urandom: uuid.uuid4() reads
-# os.urandom per call, which releases the GIL, and under load a worker thread then takes
-# it for a whole model call before the loop gets it back (this alone took the iris
-# quickstart from 3,729 to 4,042 requests/s). Private, so a service calling random.seed()
-# cannot make ids repeat; reseeded in a forked child, so workers differ.
-_ids = random.Random()  # noqa: S311 - request ids are labels, not secrets
-os.register_at_fork(after_in_child=_ids.seed)
-
-
-class _Request:
-    """What the app reads from one request's scope, in one pass over its headers."""
-
-    __slots__ = ("accept", "api_key", "content_length", "content_type", "origin", "request_id")
-
-    def __init__(self, scope: Scope) -> None:
-        self.content_type = ""
-        self.accept = ""
-        self.content_length = -1
-        self.api_key = ""
-        self.origin = ""
-        request_id = ""
-        for name, value in scope["headers"]:
-            if name == b"content-type":
-                self.content_type = value.decode("latin-1")
-            elif name == b"accept":
-                self.accept = value.decode("latin-1")
-            elif name == b"content-length":
-                self.content_length = int(value) if value.isdigit() else -1
-            elif name == b"x-request-id":
-                request_id = value.decode("latin-1")
-            elif name == b"authorization":
-                scheme, _, token = value.decode("latin-1").partition(" ")
-                if scheme.lower() == "bearer":
-                    self.api_key = token.strip()
-            elif name == b"x-api-key":
-                self.api_key = value.decode("latin-1").strip()
-            elif name == b"origin":
-                self.origin = value.decode("latin-1")
-        if not (request_id and _REQUEST_ID.fullmatch(request_id)):
-            request_id = f"{_ids.getrandbits(128):032x}"
-        self.request_id = request_id
 
 
 class App:
@@ -184,7 +112,7 @@ class App:
         self._access = AccessLog()
         self._keys = tuple(key.encode() for key in settings.api_keys)
         self._cors = frozenset(settings.cors_origins)
-        self._routes: dict[str, Callable[[Scope, Receive, Send, _Request], Awaitable[int]]] = {
+        self._routes: dict[str, Handler] = {
             "/livez": self._livez,
             "/readyz": self._readyz,
             "/metrics": self._metrics,
@@ -192,16 +120,10 @@ class App:
         }
         for route, api in spec.routes().items():
             self._routes[route] = partial(self._api, api)
-        self.task_queue: TaskQueue | None = None
-        self.task_runner: TaskRunner | None = None
-        self._drain_started: float | None = None
-        self._restore_signals: list[tuple[int, Any, Any]] = []
+        self.tasks: TaskRoutes | None = None
         if spec.tasks:
-            task_metrics = TaskMetrics(self.metrics.registry, list(spec.tasks))
-            self.task_queue = TaskQueue(spec, settings, task_metrics)
-            self.task_runner = TaskRunner(self.task_queue, spec.tasks, settings, task_metrics)
-            for task in spec.tasks.values():
-                self._routes[task.route] = partial(self._task_collection, task)
+            self.tasks = TaskRoutes(self, spec, settings, self.metrics.registry)
+            self._routes.update(self.tasks.routes())
         self._docs = docs.Docs(spec, openapi.build(spec))
         self._openapi_body = dumps(self._docs.openapi)
 
@@ -219,76 +141,35 @@ class App:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 try:
-                    if self.task_queue is not None:
-                        await self.task_queue.open()
+                    if self.tasks is not None:
+                        await self.tasks.open()
                     await self.runtime.start()
-                    if self.task_runner is not None:
-                        await self.task_runner.start(self.runtime.instance)
-                        self._drain_on_signals()
+                    if self.tasks is not None:
+                        await self.tasks.start(self.runtime.instance)
                 except BaseException as exc:
                     self.startup_error = exc
                     log.exception("Service %s failed to start", self.spec.name)
-                    if self.task_queue is not None:
-                        await self.task_queue.close()
+                    if self.tasks is not None:
+                        await self.tasks.close()
                     await send({"type": "lifespan.startup.failed", "message": describe(exc)})
                     return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                await self._stop_tasks()
+                if self.tasks is not None:
+                    await self.tasks.stop()
                 try:
                     await self.runtime.stop()
                 except Exception:
                     log.exception("Service %s failed to stop cleanly", self.spec.name)
                 self.executor.shutdown(wait=False, cancel_futures=True)
-                if self.task_queue is not None:
-                    await self.task_queue.close()
+                if self.tasks is not None:
+                    await self.tasks.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    def _drain_on_signals(self) -> None:
-        """Stop claiming tasks on SIGTERM or SIGINT, before the server's own handler runs
-        (which then drains HTTP connections, and only after that runs the shutdown)."""
-        if threading.current_thread() is not threading.main_thread():
-            return  # a server run in a thread (tests) is stopped by its shutdown alone
-        loop = asyncio.get_running_loop()
-        runner = self.task_runner
-        assert runner is not None
-
-        def chain(previous: Any) -> Callable[[int, FrameType | None], None]:
-            def handler(signum: int, frame: FrameType | None) -> None:
-                if self._drain_started is None:
-                    self._drain_started = time.monotonic()
-                    with contextlib.suppress(RuntimeError):  # the loop has closed
-                        loop.call_soon_threadsafe(runner.drain)
-                if callable(previous):
-                    previous(signum, frame)
-
-            return handler
-
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            previous = signal.getsignal(sig)
-            installed = chain(previous)
-            signal.signal(sig, installed)
-            self._restore_signals.append((sig, installed, previous))
-
-    async def _stop_tasks(self) -> None:
-        """Let running tasks finish within what is left of ``grace_period`` since the stop
-        began, then put the rest back in the queue."""
-        for sig, installed, previous in self._restore_signals:
-            if signal.getsignal(sig) is installed:  # the server has not put its own back
-                signal.signal(sig, previous)
-        self._restore_signals.clear()
-        if self.task_runner is None or self.runtime.instance is None:
-            return
-        began = self._drain_started if self._drain_started is not None else time.monotonic()
-        try:
-            await self.task_runner.stop(began + self.settings.grace_period)
-        except Exception:
-            log.exception("The task runner of %s failed to stop cleanly", self.spec.name)
-
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
-        request = _Request(scope)
+        request = Request(scope)
         path: str = scope["path"]
         handler = self._routes.get(path)
         if handler is None:
@@ -312,20 +193,18 @@ class App:
             duration_ms = round((time.perf_counter() - started) * 1000, 3)
             self._access(scope["method"], path, status, duration_ms, request.request_id)
 
-    def _unrouted(
-        self, path: str
-    ) -> Callable[[Scope, Receive, Send, _Request], Awaitable[int]] | None:
+    def _unrouted(self, path: str) -> Handler | None:
         """The handler of a path that is not in the route table, if any: the docs pages,
         and a task's status, result and cancel paths."""
         if path == "/docs" or path.startswith("/docs/"):
             return self._serve_docs
-        if self.task_queue is not None and path.startswith("/tasks/"):
-            return self._task_item
+        if self.tasks is not None and path.startswith("/tasks/"):
+            return self.tasks.item
         return None
 
     # -- responses -------------------------------------------------------------------
 
-    def _headers(self, request: _Request, content_type: bytes) -> list[tuple[bytes, bytes]]:
+    def _headers(self, request: Request, content_type: bytes) -> list[tuple[bytes, bytes]]:
         headers = [(b"content-type", content_type), (b"x-request-id", request.request_id.encode())]
         if self._cors and request.origin:
             allowed = "*" in self._cors or request.origin in self._cors
@@ -338,7 +217,7 @@ class App:
     async def _respond(
         self,
         send: Send,
-        request: _Request,
+        request: Request,
         status: int,
         body: bytes,
         *,
@@ -353,7 +232,7 @@ class App:
         await send({"type": "http.response.body", "body": body})
         return status
 
-    async def _error(self, send: Send, request: _Request, exc: TiffinError) -> int:
+    async def _error(self, send: Send, request: Request, exc: TiffinError) -> int:
         extra = []
         if isinstance(exc, ServiceUnavailable):
             extra.append((b"retry-after", str(exc.detail.get("retry_after", 1)).encode()))
@@ -364,7 +243,7 @@ class App:
         body = dumps(exc.to_dict())
         return await self._respond(send, request, exc.status_code, body, extra=extra)
 
-    async def _preflight(self, send: Send, request: _Request) -> int:
+    async def _preflight(self, send: Send, request: Request) -> int:
         if not ("*" in self._cors or request.origin in self._cors):
             return await self._respond(send, request, 403, b"", content_type=b"text/plain")
         await send(
@@ -388,7 +267,7 @@ class App:
 
     # -- checks ----------------------------------------------------------------------
 
-    def _check_key(self, path: str, request: _Request) -> None:
+    def _check_key(self, path: str, request: Request) -> None:
         if not self._keys or path in ("/livez", "/readyz"):
             return
         if path == "/metrics" and not self.settings.metrics_need_key:
@@ -419,7 +298,7 @@ class App:
                 detail={"allowed": list(methods)},
             )
 
-    async def _body(self, receive: Receive, request: _Request) -> bytes:
+    async def _body(self, receive: Receive, request: Request) -> bytes:
         limit = self.settings.max_body_size
         if request.content_length > limit:
             raise PayloadTooLarge(
@@ -448,11 +327,11 @@ class App:
 
     # -- built-in endpoints ----------------------------------------------------------
 
-    async def _livez(self, scope: Scope, receive: Receive, send: Send, request: _Request) -> int:
+    async def _livez(self, scope: Scope, receive: Receive, send: Send, request: Request) -> int:
         self._only(scope, "GET", "HEAD")
         return await self._respond(send, request, 200, b'{"status":"alive"}')
 
-    async def _readyz(self, scope: Scope, receive: Receive, send: Send, request: _Request) -> int:
+    async def _readyz(self, scope: Scope, receive: Receive, send: Send, request: Request) -> int:
         self._only(scope, "GET", "HEAD")
         if await self.runtime.ready():
             return await self._respond(send, request, 200, b'{"status":"ready"}')
@@ -462,17 +341,17 @@ class App:
             detail={"retry_after": 1},
         )
 
-    async def _metrics(self, scope: Scope, receive: Receive, send: Send, request: _Request) -> int:
+    async def _metrics(self, scope: Scope, receive: Receive, send: Send, request: Request) -> int:
         self._only(scope, "GET")
         body, content_type = self.metrics.render()
         return await self._respond(send, request, 200, body, content_type=content_type.encode())
 
-    async def _openapi(self, scope: Scope, receive: Receive, send: Send, request: _Request) -> int:
+    async def _openapi(self, scope: Scope, receive: Receive, send: Send, request: Request) -> int:
         self._only(scope, "GET", "HEAD")
         return await self._respond(send, request, 200, self._openapi_body)
 
     async def _serve_docs(
-        self, scope: Scope, receive: Receive, send: Send, request: _Request
+        self, scope: Scope, receive: Receive, send: Send, request: Request
     ) -> int:
         self._only(scope, "GET", "HEAD")
         found = self._docs.asset(scope["path"])
@@ -491,7 +370,7 @@ class App:
     # -- APIs ------------------------------------------------------------------------
 
     async def _api(
-        self, api: Api[Any, Any], scope: Scope, receive: Receive, send: Send, request: _Request
+        self, api: Api[Any, Any], scope: Scope, receive: Receive, send: Send, request: Request
     ) -> int:
         self._only(scope, "POST")
         started = time.perf_counter()
@@ -518,7 +397,7 @@ class App:
             self.metrics.finished(api.name, status, time.perf_counter() - started)
         return status
 
-    def _failed(self, api: Api[Any, Any], request: _Request, exc: BaseException) -> ServiceError:
+    def _failed(self, api: Api[Any, Any], request: Request, exc: BaseException) -> ServiceError:
         log.error(
             "API %s raised %s (request %s)",
             api.name,
@@ -544,7 +423,7 @@ class App:
         return await loop.run_in_executor(self.executor, partial(method, **merged))
 
     async def _run_batched(
-        self, api: Api[Any, Any], kwargs: dict[str, Any], request: _Request
+        self, api: Api[Any, Any], kwargs: dict[str, Any], request: Request
     ) -> Any:
         timeout = self.settings.timeout
         try:
@@ -556,7 +435,7 @@ class App:
         except Exception as exc:
             raise self._failed(api, request, exc) from exc
 
-    async def _run(self, api: Api[Any, Any], kwargs: dict[str, Any], request: _Request) -> Any:
+    async def _run(self, api: Api[Any, Any], kwargs: dict[str, Any], request: Request) -> Any:
         """Call an API's method with a request's arguments, holding a concurrency slot:
         ``async def`` on the event loop, ``def`` inline or in a thread (whichever
         ``tiffin.server.inline`` decides), within the timeout either way."""
@@ -631,7 +510,7 @@ class App:
         kwargs: dict[str, Any],
         receive: Receive,
         send: Send,
-        request: _Request,
+        request: Request,
     ) -> int:
         """Send each item the generator yields as one Server-Sent Event; stop the
         generator when the client goes away."""
@@ -677,77 +556,6 @@ class App:
                 await loop.run_in_executor(self.executor, generator.close)
             self.limit.release()
         return 200
-
-    # -- tasks -----------------------------------------------------------------------
-
-    async def _task_collection(
-        self, task: Task[Any, Any], scope: Scope, receive: Receive, send: Send, request: _Request
-    ) -> int:
-        """``POST /tasks/<name>`` submits a task; ``GET`` lists its tasks."""
-        self._only(scope, "POST", "GET")
-        assert self.task_queue is not None
-        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-        if scope["method"] == "GET":
-            limit = _query(query, "limit") or "100"
-            if not limit.isdigit():
-                raise InvalidArgument(
-                    f"limit={limit!r} is not a whole number. Ask for 1 to {MAX_LIST} tasks.",
-                    detail={"limit": limit},
-                )
-            found = await self.task_queue.list(task, _query(query, "status"), int(limit))
-            body = dumps({"tasks": [record.to_json() for record in found]})
-            return await self._respond(send, request, 200, body)
-        payload = await self._body(receive, request)
-        record = await self.task_queue.submit(
-            task, payload, request.content_type, _query(query, "callback")
-        )
-        location = f"{task.route}/{record.id}".encode()
-        return await self._task_status(send, request, record, 202, [(b"location", location)])
-
-    async def _task_item(
-        self, scope: Scope, receive: Receive, send: Send, request: _Request
-    ) -> int:
-        """``/tasks/<name>/<id>`` (status), ``.../result`` and ``.../cancel``."""
-        assert self.task_queue is not None
-        path: str = scope["path"]
-        name, _, rest = path.removeprefix("/tasks/").partition("/")
-        task_id, _, action = rest.partition("/")
-        task = self.spec.tasks.get(name)
-        if task is None or not task_id or action not in ("", "result", "cancel"):
-            tasks = ", ".join(sorted(t.route for t in self.spec.tasks.values()))
-            raise RouteNotFound(
-                f"No task endpoint at {path}. This service's tasks are at {tasks}; each "
-                "task's status is at /tasks/<name>/<id>, its result at .../result; /docs "
-                "lists them.",
-                detail={"path": path},
-            )
-        if action == "cancel":
-            self._only(scope, "POST")
-            record = await self.task_queue.cancel(task, task_id)
-            status = 202 if record.status == "running" else 200
-            return await self._task_status(send, request, record, status)
-        self._only(scope, "GET")
-        if action == "result":
-            body = await self.task_queue.result(task, task_id)
-            return await self._respond(send, request, 200, body)
-        record = await self.task_queue.get(task, task_id)
-        return await self._task_status(send, request, record, 200)
-
-    async def _task_status(
-        self,
-        send: Send,
-        request: _Request,
-        record: TaskRecord,
-        status: int,
-        extra: list[tuple[bytes, bytes]] | None = None,
-    ) -> int:
-        return await self._respond(send, request, status, dumps(record.to_json()), extra=extra)
-
-
-def _query(query: dict[str, list[str]], name: str) -> str | None:
-    """The last value of a query parameter, or None."""
-    values = query.get(name)
-    return values[-1] if values else None
 
 
 class _Timed:
