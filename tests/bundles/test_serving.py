@@ -141,3 +141,30 @@ def test_local_source_wins_over_a_bundle_of_the_same_name(
     assert find_bundle("quickstart:latest", tmp_path, store) is None
     assert find_bundle("service:Iris", tmp_path, store) is None  # no such bundle
     assert find_bundle("path/to/file.py:Iris", tmp_path, store) is None
+
+
+def test_serve_pulls_a_bundle_it_lacks_from_the_remote_setting(
+    tmp_path: Path, home: Path, built: Bundle
+) -> None:
+    remote = (tmp_path / "shared").as_uri()
+    BundleStore(home).push(built.tag, remote, ModelStore(home))
+    fresh, elsewhere = tmp_path / "fresh-home", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {**environment(fresh), "TIFFIN_REMOTE": remote}
+    with (elsewhere / "serve.out").open("wb") as out, (elsewhere / "serve.err").open("wb") as err:
+        process = subprocess.Popen(
+            [str(TIFFIN), "serve", str(built.tag), "--host", "127.0.0.1", "--port", "0"],
+            cwd=elsewhere,
+            stdout=out,
+            stderr=err,
+            env=env,
+        )
+    server = Server("", process, elsewhere / "serve.out", elsewhere / "serve.err")
+    try:
+        server.url = wait_for_url(process, server.stdout, server.stderr)
+        assert predict(server).json() == ["setosa"]
+    finally:
+        assert server.stop() == 0
+    # what it served is now in the fresh home: the bundle and exactly its model
+    assert BundleStore(fresh).get(built.tag).info.digest == built.info.digest
+    assert [str(m.tag) for m in ModelStore(fresh).list()] == [built.info.models[0].tag]
