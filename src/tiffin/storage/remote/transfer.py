@@ -23,6 +23,7 @@ pull
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import fcntl
 import functools
@@ -214,7 +215,7 @@ class _File:
         self.left = len(self.chunks.chunks)
 
 
-class _Mover:
+class _Mover(abc.ABC):
     """Moves the chunks of a set of files in parallel, counting bytes and reporting
     progress from the calling thread; subclasses say how one chunk moves and what happens
     when a file is complete."""
@@ -232,11 +233,13 @@ class _Mover:
         if self.advance is not None and done:
             self.advance(done)
 
+    @abc.abstractmethod
     def chunk(self, item: _File, index: int) -> tuple[_File, int, int]:
-        raise NotImplementedError
+        """Move chunk ``index`` of ``item``; ``(item, its length, bytes actually sent)``."""
 
+    @abc.abstractmethod
     def finish(self, item: _File) -> None:
-        raise NotImplementedError
+        """Complete ``item`` once all its chunks have moved."""
 
     def _done(self, result: tuple[_File, int, int]) -> None:
         item, length, moved = result
