@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from tiffin.exceptions import ConfigError
 
-__all__ = ["ENV_PREFIX", "Settings", "current", "load"]
+__all__ = ["ENV_PREFIX", "Settings", "current", "load", "project_file"]
 
 ENV_PREFIX = "TIFFIN_"
 _TASK_STORES = ("redis://", "rediss://", "sqlite:///")
@@ -138,49 +138,66 @@ def _validate(layer: Mapping[str, Any], source: str) -> None:
         raise _describe(exc, source) from None
 
 
-def _file_layer(directory: Path) -> tuple[dict[str, Any], str]:
+def project_file(directory: Path) -> tuple[Any, Path | None]:
+    """What the project in ``directory`` says to tiffin: the whole of ``tiffin.yaml``, or
+    else the ``[tool.tiffin]`` table of ``pyproject.toml``, and the file it came from
+    (None when there is neither). Settings are its ``settings`` key; the build spec
+    (``tiffin.bundles.spec``) is the rest.
+
+    Raises:
+        ConfigError: the file is not valid YAML or TOML.
+    """
     project = directory / "tiffin.yaml"
     if project.is_file():
         try:
-            data = yaml.safe_load(project.read_text(encoding="utf-8")) or {}
+            return yaml.safe_load(project.read_text(encoding="utf-8")) or {}, project
         except yaml.YAMLError as exc:
             raise ConfigError(
                 f"{project} is not valid YAML ({exc}). Fix the file's syntax.",
                 detail={"source": str(project)},
             ) from None
+    pyproject = directory / "pyproject.toml"
+    if not pyproject.is_file():
+        return {}, None
+    try:
+        toml = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(
+            f"{pyproject} is not valid TOML ({exc}). Fix the file's syntax.",
+            detail={"source": str(pyproject)},
+        ) from None
+    table: Any = toml
+    for key in ("tool", "tiffin"):
+        if not isinstance(table, dict):  # e.g. `tool = 5`
+            break
+        table = table.get(key) or {}
+    return table, pyproject
+
+
+def _file_layer(directory: Path) -> tuple[dict[str, Any], str]:
+    data, path = project_file(directory)
+    if path is None:
+        return {}, ""
+    if path.name == "tiffin.yaml":
         if not isinstance(data, dict):
             raise ConfigError(
-                f"{project} must hold a mapping of keys, not {type(data).__name__}.",
-                detail={"source": str(project)},
+                f"{path} must hold a mapping of keys, not {type(data).__name__}.",
+                detail={"source": str(path)},
             )
         section = data.get("settings") or {}
-        source = f"{project} (settings:)"
+        source = f"{path} (settings:)"
         if data.get("service") is not None and isinstance(section, dict):
             # the top-level `service:` names what `tiffin serve` and `tiffin build` use
             if section.get("service", data["service"]) != data["service"]:
                 raise ConfigError(
-                    f"{project} names the service twice, differently: 'service:' and "
+                    f"{path} names the service twice, differently: 'service:' and "
                     "'settings: service:'. Keep the top-level 'service:' only.",
-                    detail={"source": str(project)},
+                    detail={"source": str(path)},
                 )
             section = {**section, "service": data["service"]}
     else:
-        pyproject = directory / "pyproject.toml"
-        if not pyproject.is_file():
-            return {}, ""
-        try:
-            toml = tomllib.loads(pyproject.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(
-                f"{pyproject} is not valid TOML ({exc}). Fix the file's syntax.",
-                detail={"source": str(pyproject)},
-            ) from None
-        source = f"{pyproject} ([tool.tiffin.settings])"
-        section = toml
-        for key in ("tool", "tiffin", "settings"):
-            if not isinstance(section, dict):  # e.g. `tool.tiffin = 5`
-                break
-            section = section.get(key) or {}
+        source = f"{path} ([tool.tiffin.settings])"
+        section = (data.get("settings") or {}) if isinstance(data, dict) else data
     if not isinstance(section, dict):
         raise ConfigError(
             f"The settings in {source} must be a mapping of setting names to values.",

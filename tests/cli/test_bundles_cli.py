@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 from click.testing import CliRunner, Result
 
 from tests.bundles.project import iris_model, quickstart_project
@@ -159,3 +160,31 @@ def test_every_command_has_help(command: list[str]) -> None:
     result = CliRunner().invoke(cli, [*command, "--help"])
     assert result.exit_code == 0
     assert result.stdout.startswith("Usage: ")
+
+
+def test_an_archive_whose_bundle_yaml_is_invalid_is_refused(
+    home: Path, project: Path, tmp_path: Path
+) -> None:
+    assert run(home, "build", "-C", str(project)).exit_code == 0
+    bundle = BundleStore(home).get("quickstart")
+    good = tmp_path / "good.tar"
+    assert run(home, "bundles", "export", str(bundle.tag), str(good)).exit_code == 0
+    bad = tmp_path / "bad.tar"
+    with tarfile.open(good) as source, tarfile.open(bad, "w") as target:
+        for member in source.getmembers():
+            data = source.extractfile(member) if member.isfile() else None
+            if member.name.endswith("/bundle.yaml") and data is not None:
+                manifest = yaml.safe_load(data.read())
+                del manifest["service"]
+                payload = yaml.safe_dump(manifest, sort_keys=False).encode()
+                member.size = len(payload)
+                data = io.BytesIO(payload)
+            target.addfile(member, data)
+    clean = tmp_path / "clean-home"
+    result = run(clean, "bundles", "import", str(bad))
+    assert result.exit_code == 5
+    assert result.stderr == (
+        f"Error: Archive {bad} is corrupt: its bundle.yaml has a bad 'service' (Field "
+        "required). Nothing was imported; export it again from its source.\n"
+    )
+    assert BundleStore(clean).list() == []

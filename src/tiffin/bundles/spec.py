@@ -28,13 +28,12 @@ and the file.
 from __future__ import annotations
 
 import sys
-import tomllib
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from tiffin.config import project_file
 from tiffin.exceptions import ConfigError
 
 __all__ = [
@@ -168,32 +167,6 @@ class BuildSpec(_Strict):
     settings: dict[str, Any] = Field(default_factory=dict)
 
 
-def _read(directory: Path) -> tuple[dict[str, Any], str]:
-    project = directory / "tiffin.yaml"
-    if project.is_file():
-        try:
-            data = yaml.safe_load(project.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(
-                f"{project} is not valid YAML ({exc}). Fix the file's syntax.",
-                detail={"source": str(project)},
-            ) from None
-        return data, str(project)
-    pyproject = directory / "pyproject.toml"
-    if pyproject.is_file():
-        try:
-            toml = tomllib.loads(pyproject.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(
-                f"{pyproject} is not valid TOML ({exc}). Fix the file's syntax.",
-                detail={"source": str(pyproject)},
-            ) from None
-        section = toml.get("tool", {})
-        section = section.get("tiffin", {}) if isinstance(section, dict) else section
-        return section, f"{pyproject} [tool.tiffin]"
-    return {}, ""
-
-
 def load_spec(directory: Path, *, service: str | None = None) -> BuildSpec:
     """Read the build spec of the project in ``directory``.
 
@@ -205,8 +178,11 @@ def load_spec(directory: Path, *, service: str | None = None) -> BuildSpec:
         ConfigError: the file cannot be parsed, names a key the spec does not know, holds
             a value of the wrong type, or no service is named anywhere.
     """
-    data, source = _read(directory)
-    where = source or f"{directory} (no tiffin.yaml or pyproject.toml)"
+    data, path = project_file(directory)
+    if path is None:
+        where = f"{directory} (no tiffin.yaml or pyproject.toml)"
+    else:
+        where = str(path) if path.name == "tiffin.yaml" else f"{path} [tool.tiffin]"
     if not isinstance(data, dict):
         raise ConfigError(
             f"{where} must hold a mapping of build keys, not {type(data).__name__}.",

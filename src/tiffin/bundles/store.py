@@ -20,7 +20,6 @@ from tiffin.bundles.bundle import Bundle, BundleInfo, ModelPin
 from tiffin.exceptions import (
     BundleExists,
     BundleNotFound,
-    CorruptArchive,
     IntegrityError,
     InvalidTag,
     ModelNotFound,
@@ -137,22 +136,10 @@ class BundleStore:
     def import_(self, source: Path | str, *, progress: Progress | None = None) -> Bundle:
         """Import a bundle archive. Refuses unsafe or corrupt archives and writes nothing
         then; importing a version that is already there with the same files does nothing."""
-        from tiffin.storage.archive import import_item
+        from tiffin.storage.archive import import_item, manifest_schema
 
         source = Path(source)
-
-        def validate(manifest: Mapping[str, Any]) -> None:
-            try:
-                BundleInfo.model_validate(manifest)
-            except ValidationError as exc:
-                first = exc.errors()[0]
-                field = ".".join(str(p) for p in first["loc"])
-                raise CorruptArchive(
-                    f"{source} holds a bundle.yaml that is not valid: '{field}': "
-                    f"{first['msg']}. Export the bundle again.",
-                    detail={"archive": str(source), "field": field},
-                ) from None
-
+        validate = manifest_schema(source, BundleInfo, BUNDLES.manifest)
         tag, _ = import_item(self.items, source, validate=validate, progress=progress)
         return self.get(tag)
 

@@ -19,7 +19,6 @@ from pydantic import ValidationError
 
 from tiffin import config
 from tiffin.exceptions import (
-    CorruptArchive,
     FrameworkError,
     IntegrityError,
     InvalidArgument,
@@ -404,22 +403,10 @@ class ModelStore:
     def import_(self, source: Path | str, *, progress: Progress | None = None) -> Model:
         """Import a model archive. Refuses unsafe or corrupt archives and writes nothing
         then; importing a version that is already there with the same files does nothing."""
+        from tiffin.storage.archive import import_item, manifest_schema
+
         source = Path(source)
-
-        def validate(manifest: Mapping[str, Any]) -> None:
-            try:
-                ModelInfo.model_validate(manifest)
-            except ValidationError as exc:
-                problem = exc.errors()[0]
-                field = ".".join(str(p) for p in problem["loc"])
-                raise CorruptArchive(
-                    f"Archive {source} is corrupt: its model.yaml has a bad '{field}' "
-                    f"({problem['msg']}). Nothing was imported; export it again from its source.",
-                    detail={"archive": str(source), "field": field},
-                ) from None
-
-        from tiffin.storage.archive import import_item
-
+        validate = manifest_schema(source, ModelInfo, MODELS.manifest)
         tag, _ = import_item(self.items, source, validate=validate, progress=progress)
         return self.get(tag)
 

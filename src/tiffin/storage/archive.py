@@ -26,13 +26,14 @@ from pathlib import Path
 from typing import IO, Any
 
 import yaml
+from pydantic import BaseModel, ValidationError
 
 from tiffin.exceptions import CorruptArchive, InvalidArgument, NotFound, UnsafeArchive
 from tiffin.storage.digest import CHUNK, HashingWriter
 from tiffin.storage.local import LocalStore, safe_relpath
 from tiffin.tag import Tag
 
-__all__ = ["MAX_MANIFEST_BYTES", "export_item", "import_item"]
+__all__ = ["MAX_MANIFEST_BYTES", "export_item", "import_item", "manifest_schema"]
 
 MAX_MANIFEST_BYTES = 16 << 20
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -160,6 +161,27 @@ def _copy_member(tar: tarfile.TarFile, member: tarfile.TarInfo, target: Path) ->
         while chunk := stream.read(CHUNK):
             out.write(chunk)
     return out.sha256, out.size
+
+
+def manifest_schema(
+    source: Path, schema: type[BaseModel], manifest_name: str
+) -> Callable[[Mapping[str, Any]], None]:
+    """A ``validate`` for ``import_item``: the manifest must be a valid ``schema``, or the
+    archive is refused as corrupt, naming the first bad field."""
+
+    def validate(manifest: Mapping[str, Any]) -> None:
+        try:
+            schema.model_validate(manifest)
+        except ValidationError as exc:
+            problem = exc.errors()[0]
+            field = ".".join(str(p) for p in problem["loc"])
+            raise CorruptArchive(
+                f"Archive {source} is corrupt: its {manifest_name} has a bad '{field}' "
+                f"({problem['msg']}). Nothing was imported; export it again from its source.",
+                detail={"archive": str(source), "field": field},
+            ) from None
+
+    return validate
 
 
 def import_item(
