@@ -77,6 +77,12 @@ class Settings(BaseModel):
             every second); a task whose worker died runs again once its lease expires.
         task_result_ttl: seconds a finished task's status and result are kept
             (``@tiffin.task(result_ttl=...)`` sets it per task).
+        grpc_port: where the server also answers gRPC (the Open Inference Protocol's
+            ``GRPCInferenceService``, and any plugin protocol's); none: no gRPC. Needs
+            ``tiffin[grpc]``.
+        protocols: the serving protocols every service gets beside its own APIs (see
+            ``tiffin.protocols``): ``all`` installed ones, ``none``, or their names
+            (``oip``).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -106,6 +112,8 @@ class Settings(BaseModel):
     task_concurrency: int = Field(default=2, ge=0)
     task_lease: float = Field(default=30.0, ge=1)
     task_result_ttl: float = Field(default=86400.0, gt=0)
+    grpc_port: int | None = Field(default=None, ge=0, le=65535)
+    protocols: tuple[str, ...] = ("all",)
 
     @field_validator("tasks_url")
     @classmethod

@@ -152,10 +152,10 @@ class _Python:
 
 
 def _run_command(
-    line: str, shown: list[str], port: int, work: Path, env: dict[str, str]
+    line: str, shown: list[str], ports: dict[str, str], work: Path, env: dict[str, str]
 ) -> subprocess.Popen[str] | None:
     """Run one `$` line; start `tiffin serve` in the background and return it."""
-    command = shlex.split(line[2:].replace("3000", str(port)), comments=True)
+    command = shlex.split(_on_free_ports(line[2:], ports), comments=True)
     if command[:2] == ["tiffin", "serve"]:
         server = subprocess.Popen(
             command,
@@ -165,7 +165,7 @@ def _run_command(
             stderr=subprocess.PIPE,
             text=True,
         )
-        _wait_ready(f"http://127.0.0.1:{port}", server)
+        _wait_ready(f"http://127.0.0.1:{ports['3000']}", server)
         return server
     done = subprocess.run(
         command, cwd=work, env=env, input="y\n", capture_output=True, text=True, timeout=60
@@ -174,6 +174,13 @@ def _run_command(
     if command[0] == "curl":
         assert done.stdout.strip() == "\n".join(shown).strip(), line
     return None
+
+
+def _on_free_ports(text: str, ports: dict[str, str]) -> str:
+    """The README's ports (3000 for HTTP, 3001 for gRPC) replaced by free ones."""
+    for shown, free in ports.items():
+        text = text.replace(f"localhost:{shown}", f"127.0.0.1:{free}").replace(shown, free)
+    return text
 
 
 def _stop(server: subprocess.Popen[str]) -> None:
@@ -191,7 +198,7 @@ def test_readme_tour_runs_as_written(tmp_path: Path) -> None:
     home, work = tmp_path / "home", tmp_path / "work"
     work.mkdir()
     env = _env(home)
-    port = _free_port()
+    ports = {"3000": str(_free_port()), "3001": str(_free_port())}
     python = _Python(work, env)
     server: subprocess.Popen[str] | None = None
     commands = 0
@@ -202,7 +209,7 @@ def test_readme_tour_runs_as_written(tmp_path: Path) -> None:
                     (work / "service.py").write_text(body, encoding="utf-8")
                 else:
                     assert server is not None or "tiffin.Client(" not in body
-                    python.run(body.replace("http://localhost:3000", f"http://127.0.0.1:{port}"))
+                    python.run(_on_free_ports(body, ports))
                 continue
             lines = body.splitlines()
             for index, line in enumerate(lines):
@@ -215,7 +222,7 @@ def test_readme_tour_runs_as_written(tmp_path: Path) -> None:
                     if line.startswith("$ tiffin serve ") and server is not None:
                         _stop(server)  # the tour serves again: from the bundle this time
                         server = None
-                    server = _run_command(line, shown, port, work, env) or server
+                    server = _run_command(line, shown, ports, work, env) or server
                     commands += 1
     finally:
         python.close()

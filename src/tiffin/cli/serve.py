@@ -22,6 +22,12 @@ __all__ = ["serve"]
     help="Port to listen on; 0 picks a free one [env: TIFFIN_PORT; default: 3000].",
 )
 @click.option(
+    "--grpc-port",
+    type=click.IntRange(0, 65535),
+    help="Also answer gRPC (the Open Inference Protocol) on this port; 0 picks a free one. "
+    "Needs tiffin[grpc] [env: TIFFIN_GRPC_PORT].",
+)
+@click.option(
     "--workers",
     type=click.IntRange(min=1),
     help="Worker processes [env: TIFFIN_WORKERS; default: @tiffin.service(workers=...) or 1].",
@@ -55,13 +61,15 @@ def serve(
     service: str | None,
     host: str | None,
     port: int | None,
+    grpc_port: int | None,
     workers: int | None,
     reload: bool,
     timeout: float | None,
     grace_period: float | None,
     log_format: str | None,
 ) -> None:
-    """Serve SERVICE over HTTP until stopped (Ctrl+C or SIGTERM).
+    """Serve SERVICE over HTTP (and gRPC, with --grpc-port) until stopped (Ctrl+C or
+    SIGTERM).
 
     SERVICE is module:Class (e.g. service:Iris) or path/to/file.py:Class, looked up from
     the current directory; without it, the top-level 'service:' of ./tiffin.yaml. Flags
@@ -78,6 +86,7 @@ def serve(
         **root_flags,
         "host": host,
         "port": port,
+        "grpc_port": grpc_port,
         "workers": workers,
         "timeout": timeout,
         "grace_period": grace_period,

@@ -26,7 +26,7 @@ import inspect
 import logging
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, get_args, get_origin
 
@@ -390,6 +390,12 @@ class ApiIO:
             f"{either(self.request_media_types)} (set the Content-Type header).",
             detail={"content_type": media_type, "accepted": list(self.request_media_types)},
         )
+
+    def validate(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
+        """Keyword arguments for the API function from values given in code (by a
+        protocol, say), checked and converted as a JSON request's would be; raises
+        ``ValidationFailed`` with ``detail["errors"]``, each a ``{"loc", "msg"}``."""
+        return self._validate(dict(arguments), "argument")
 
     def _validate(self, data: dict[str, Any], kind: str) -> dict[str, Any]:
         try:

@@ -38,6 +38,7 @@ from tiffin.batching import Batcher, BatchMetrics
 from tiffin.config import Settings
 from tiffin.exceptions import (
     MethodNotAllowed,
+    MissingDependency,
     PayloadTooLarge,
     RequestTimeout,
     RouteNotFound,
@@ -50,6 +51,9 @@ from tiffin.exceptions import (
 from tiffin.io import dumps
 from tiffin.observability import ServerMetrics
 from tiffin.observability.logging import AccessLog
+from tiffin.protocols import HttpHandler, HttpRequest, HttpResponse, Protocol
+from tiffin.protocols import Server as ProtocolServer
+from tiffin.protocols import enabled as enabled_protocols
 from tiffin.server import docs, openapi
 from tiffin.server.inline import InlinePolicy
 from tiffin.server.limits import ConcurrencyLimit
@@ -72,6 +76,7 @@ class App:
         spec: the service (``tiffin.service.spec_of(MyService)``).
         settings: resolved settings (limits, keys, CORS, logging).
         remote: makes the client for a dependency given by URL.
+        version: the version served (a bundle's), for protocols that report one.
 
     Example:
         app = App(spec_of(Iris), tiffin.config.load())
@@ -79,9 +84,15 @@ class App:
     """
 
     def __init__(
-        self, spec: ServiceSpec, settings: Settings, *, remote: Callable[[str], Any]
+        self,
+        spec: ServiceSpec,
+        settings: Settings,
+        *,
+        remote: Callable[[str], Any],
+        version: str = "",
     ) -> None:
         self.spec = spec
+        self.version = version
         self.settings = settings
         self.runtime = ServiceRuntime(spec, remote=remote)
         self.metrics = ServerMetrics(list(spec.apis))
@@ -124,6 +135,10 @@ class App:
         if spec.tasks:
             self.tasks = TaskRoutes(self, spec, settings, self.metrics.registry)
             self._routes.update(self.tasks.routes())
+        self.protocols: list[Protocol] = []
+        self._prefixes: list[tuple[str, Handler]] = []
+        self._grpc: Any = None
+        self._add_protocols()
         self._docs = docs.Docs(spec, openapi.build(spec))
         self._openapi_body = dumps(self._docs.openapi)
 
@@ -146,6 +161,10 @@ class App:
                     await self.runtime.start()
                     if self.tasks is not None:
                         await self.tasks.start(self.runtime.instance)
+                    for protocol in self.protocols:
+                        await protocol.start()
+                    if self.settings.grpc_port is not None:
+                        await self._start_grpc(self.settings.grpc_port)
                 except BaseException as exc:
                     self.startup_error = exc
                     log.exception("Service %s failed to start", self.spec.name)
@@ -155,6 +174,7 @@ class App:
                     return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                await self._stop_protocols()
                 if self.tasks is not None:
                     await self.tasks.stop()
                 try:
@@ -185,7 +205,8 @@ class App:
                     detail={"path": path},
                 )
             else:
-                self._check_key(path, request)
+                if type(handler) is not _ProtocolRoute:  # that checks, answering in its shape
+                    self._check_key(path, request)
                 status = await handler(scope, receive, send, request)
         except TiffinError as exc:
             status = await self._error(send, request, exc)
@@ -200,7 +221,134 @@ class App:
             return self._serve_docs
         if self.tasks is not None and path.startswith("/tasks/"):
             return self.tasks.item
+        for prefix, handler in self._prefixes:
+            if path.startswith(prefix):
+                return handler
         return None
+
+    # -- protocols -------------------------------------------------------------------
+
+    def _add_protocols(self) -> None:
+        """Make each enabled protocol and take its HTTP routes; a path the service's
+        own routes have already is left to them."""
+        server = ProtocolServer(self)
+        for cls in enabled_protocols(self.settings.protocols):
+            protocol = cls(server)
+            self.protocols.append(protocol)
+            for path, handler in protocol.http_routes().items():
+                route = _ProtocolRoute(self, protocol, handler)
+                if path.endswith("/*"):
+                    self._prefixes.append((path[:-1], route))
+                elif path in self._routes:
+                    log.warning(
+                        "The %s protocol's route %s is left to the service's own API there.",
+                        protocol.name,
+                        path,
+                    )
+                else:
+                    self._routes[path] = route
+        self._prefixes.sort(key=lambda item: -len(item[0]))
+
+    async def protocol_route(
+        self,
+        protocol: Protocol,
+        handler: HttpHandler,
+        scope: Scope,
+        receive: Receive,
+        request: Request,
+    ) -> tuple[HttpResponse, list[tuple[bytes, bytes]]]:
+        """A protocol's answer on one of its routes, and the headers to add to it. Errors,
+        the server's own too (no valid API key, a body over the limit) and any exception
+        of the protocol's code, go back in the protocol's shape."""
+        method = scope["method"]
+        try:
+            if not self.authorized(request.api_key):
+                raise self._unauthorized(request)
+            body = b"" if method in ("GET", "HEAD") else await self._body(receive, request)
+            headers = {
+                key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]
+            }
+            query = scope.get("query_string", b"").decode("latin-1")
+            response = await handler(
+                HttpRequest(method, scope["path"], query, headers, body, request.request_id)
+            )
+        except Exception as exc:
+            error = exc if isinstance(exc, TiffinError) else self._protocol_failed(protocol, exc)
+            response = protocol.http_error(error)
+            named = {key.lower() for key, _ in response.headers}
+            extra = [
+                (key, value) for key, value in _error_headers(error) if key.decode() not in named
+            ]
+        else:
+            extra = []
+        extra.extend(
+            (key.encode("latin-1"), value.encode("latin-1")) for key, value in response.headers
+        )
+        return response, extra
+
+    def _protocol_failed(self, protocol: Protocol, exc: Exception) -> ServiceError:
+        log.error("The %s protocol raised %s", protocol.name, type(exc).__name__, exc_info=exc)
+        return ServiceError(
+            f"The {protocol.name} protocol failed: its code raised {type(exc).__name__}. The "
+            "server log has the traceback.",
+            detail={"protocol": protocol.name},
+        )
+
+    async def _start_grpc(self, port: int) -> None:
+        try:
+            from tiffin.server.grpc_server import GrpcServer
+        except ImportError:
+            raise MissingDependency(
+                "Serving gRPC (--grpc-port) needs the grpcio package. Install it with: "
+                "pip install 'tiffin[grpc]'",
+                detail={"extra": "grpc"},
+            ) from None
+        handlers = [handler for protocol in self.protocols for handler in protocol.grpc_handlers()]
+        if not handlers:
+            log.warning("No protocol serves gRPC, so nothing listens on the gRPC port %d.", port)
+            return
+        self._grpc = GrpcServer(
+            handlers,
+            host=self.settings.host,
+            port=port,
+            max_message=self.settings.max_body_size,
+            authorized=self.authorized if self._keys else None,
+        )
+        await self._grpc.start()
+
+    async def _stop_protocols(self) -> None:
+        if self._grpc is not None:
+            await self._grpc.stop(self.settings.grace_period)
+            self._grpc = None
+        for protocol in reversed(self.protocols):
+            try:
+                await protocol.stop()
+            except Exception:
+                log.exception("The %s protocol failed to stop cleanly", protocol.name)
+
+    async def call(self, name: str, arguments: Any, request_id: str) -> Any:
+        """Run an API for a protocol: ``tiffin.protocols.Server.call`` says how."""
+        api = self.spec.apis.get(name)
+        if api is None or api.io.stream:
+            apis = ", ".join(sorted(n for n, a in self.spec.apis.items() if not a.io.stream))
+            raise RouteNotFound(
+                f"Service '{self.spec.name}' has no API '{name}' that answers once (its APIs: "
+                f"{apis or 'none'}).",
+                detail={"api": name},
+            )
+        started = time.perf_counter()
+        self.metrics.started(api.name)
+        status = 500
+        try:
+            kwargs = api.io.validate(arguments)
+            result = await self._run(api, kwargs, request_id)
+            status = 200
+            return result
+        except TiffinError as exc:
+            status = exc.status_code
+            raise
+        finally:
+            self.metrics.finished(api.name, status, time.perf_counter() - started)
 
     # -- responses -------------------------------------------------------------------
 
@@ -233,15 +381,8 @@ class App:
         return status
 
     async def _error(self, send: Send, request: Request, exc: TiffinError) -> int:
-        extra = []
-        if isinstance(exc, ServiceUnavailable):
-            extra.append((b"retry-after", str(exc.detail.get("retry_after", 1)).encode()))
-        if isinstance(exc, Unauthorized):
-            extra.append((b"www-authenticate", b'Bearer realm="tiffin"'))
-        if isinstance(exc, MethodNotAllowed):
-            extra.append((b"allow", ", ".join(exc.detail.get("allowed", [])).encode()))
         body = dumps(exc.to_dict())
-        return await self._respond(send, request, exc.status_code, body, extra=extra)
+        return await self._respond(send, request, exc.status_code, body, extra=_error_headers(exc))
 
     async def _preflight(self, send: Send, request: Request) -> int:
         if not ("*" in self._cors or request.origin in self._cors):
@@ -276,19 +417,29 @@ class App:
             return  # the page and its assets; the page itself sends the key for /openapi.json
         if path == "/openapi.json" and not self.settings.docs_need_key:
             return
-        given = request.api_key.encode()
-        # compare with every key, in constant time, whatever matches
+        if not self.authorized(request.api_key):
+            raise self._unauthorized(request)
+
+    @staticmethod
+    def _unauthorized(request: Request) -> Unauthorized:
+        return Unauthorized(
+            "This server needs an API key. Send it as 'Authorization: Bearer <key>' or "
+            "'X-API-Key: <key>'."
+            if not request.api_key
+            else "The API key sent is not valid. Check the key, or ask the server's operator "
+            "for one.",
+        )
+
+    def authorized(self, key: str) -> bool:
+        """Whether ``key`` is one of the API keys (True when there are none); compared
+        with every key in constant time, whichever matches."""
+        if not self._keys:
+            return True
+        given = key.encode()
         matched = False
-        for key in self._keys:
-            matched |= hmac.compare_digest(given, key)
-        if not matched:
-            raise Unauthorized(
-                "This server needs an API key. Send it as 'Authorization: Bearer <key>' or "
-                "'X-API-Key: <key>'."
-                if not given
-                else "The API key sent is not valid. Check "
-                "the key, or ask the server's operator for one.",
-            )
+        for known in self._keys:
+            matched |= hmac.compare_digest(given, known)
+        return matched
 
     @staticmethod
     def _only(scope: Scope, *methods: str) -> None:
@@ -383,7 +534,7 @@ class App:
             if api.io.stream:
                 status = await self._stream(api, kwargs, receive, send, request)
             else:
-                result = await self._run(api, kwargs, request)
+                result = await self._run(api, kwargs, request.request_id)
                 payload, media_type = api.io.encode(result, request.accept)
                 status = await self._respond(
                     send, request, 200, payload, content_type=media_type.encode()
@@ -397,19 +548,19 @@ class App:
             self.metrics.finished(api.name, status, time.perf_counter() - started)
         return status
 
-    def _failed(self, api: Api[Any, Any], request: Request, exc: BaseException) -> ServiceError:
+    def _failed(self, api: Api[Any, Any], request_id: str, exc: BaseException) -> ServiceError:
         log.error(
             "API %s raised %s (request %s)",
             api.name,
             type(exc).__name__,
-            request.request_id,
+            request_id,
             exc_info=exc,
-            extra={"request_id": request.request_id, "api": api.name},
+            extra={"request_id": request_id, "api": api.name},
         )
         return ServiceError(
             f"API '{api.name}' failed: the service's code raised {type(exc).__name__}. The "
-            f"server log has the traceback under request id {request.request_id}.",
-            detail={"request_id": request.request_id, "api": api.name},
+            f"server log has the traceback under request id {request_id}.",
+            detail={"request_id": request_id, "api": api.name},
         )
 
     async def _call_batch(self, api: Api[Any, Any], merged: dict[str, Any]) -> Any:
@@ -423,7 +574,7 @@ class App:
         return await loop.run_in_executor(self.executor, partial(method, **merged))
 
     async def _run_batched(
-        self, api: Api[Any, Any], kwargs: dict[str, Any], request: Request
+        self, api: Api[Any, Any], kwargs: dict[str, Any], request_id: str
     ) -> Any:
         timeout = self.settings.timeout
         try:
@@ -433,14 +584,14 @@ class App:
         except TiffinError:
             raise
         except Exception as exc:
-            raise self._failed(api, request, exc) from exc
+            raise self._failed(api, request_id, exc) from exc
 
-    async def _run(self, api: Api[Any, Any], kwargs: dict[str, Any], request: Request) -> Any:
+    async def _run(self, api: Api[Any, Any], kwargs: dict[str, Any], request_id: str) -> Any:
         """Call an API's method with a request's arguments, holding a concurrency slot:
         ``async def`` on the event loop, ``def`` inline or in a thread (whichever
         ``tiffin.server.inline`` decides), within the timeout either way."""
         if api.batch is not None:  # the batcher has its own admission and concurrency
-            return await self._run_batched(api, kwargs, request)
+            return await self._run_batched(api, kwargs, request_id)
         method = getattr(self.runtime.instance, api.attribute)
         timeout = self.settings.timeout
         policy = self.inline.get(api.name)
@@ -464,7 +615,7 @@ class App:
         except Exception as exc:
             if isinstance(exc, TimeoutError) and deadline is not None and deadline.expired():
                 raise self._timed_out(api, timeout) from None
-            raise self._failed(api, request, exc) from exc
+            raise self._failed(api, request_id, exc) from exc
 
     def _call_inline(
         self, method: Callable[..., Any], kwargs: dict[str, Any], policy: InlinePolicy
@@ -538,7 +689,11 @@ class App:
                     else:
                         item = await loop.run_in_executor(self.executor, next, generator, done)
                 except Exception as exc:
-                    error = exc if isinstance(exc, TiffinError) else self._failed(api, request, exc)
+                    error = (
+                        exc
+                        if isinstance(exc, TiffinError)
+                        else self._failed(api, request.request_id, exc)
+                    )
                     event = b"event: error\ndata: " + dumps(error.to_dict()) + b"\n\n"
                     await send({"type": "http.response.body", "body": event, "more_body": True})
                     break
@@ -556,6 +711,43 @@ class App:
                 await loop.run_in_executor(self.executor, generator.close)
             self.limit.release()
         return 200
+
+
+def _error_headers(exc: TiffinError) -> list[tuple[bytes, bytes]]:
+    """The headers an error's response carries beside its body."""
+    if isinstance(exc, ServiceUnavailable):
+        return [(b"retry-after", str(exc.detail.get("retry_after", 1)).encode())]
+    if isinstance(exc, Unauthorized):
+        return [(b"www-authenticate", b'Bearer realm="tiffin"')]
+    if isinstance(exc, MethodNotAllowed):
+        return [(b"allow", ", ".join(exc.detail.get("allowed", [])).encode())]
+    return []
+
+
+class _ProtocolRoute:
+    """The handler of one protocol route: the protocol's ``HttpHandler`` behind the
+    app's route signature. ``App._http`` knows it by type: it checks the API key itself,
+    so that a refusal is in the protocol's shape."""
+
+    __slots__ = ("app", "handler", "protocol")
+
+    def __init__(self, app: App, protocol: Protocol, handler: HttpHandler) -> None:
+        self.app = app
+        self.protocol = protocol
+        self.handler = handler
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send, request: Request) -> int:
+        response, extra = await self.app.protocol_route(
+            self.protocol, self.handler, scope, receive, request
+        )
+        return await self.app._respond(
+            send,
+            request,
+            response.status,
+            response.body,
+            content_type=response.content_type.encode("latin-1"),
+            extra=extra,
+        )
 
 
 class _Timed:
@@ -578,11 +770,15 @@ class _Timed:
 
 
 def create_app(
-    spec: ServiceSpec, settings: Settings, *, remote: Callable[[str], Any] | None = None
+    spec: ServiceSpec,
+    settings: Settings,
+    *,
+    remote: Callable[[str], Any] | None = None,
+    version: str = "",
 ) -> App:
     """Build the ASGI app of a service; dependencies given by URL get a ``tiffin.Client``."""
     if remote is None:
         from tiffin.client import Client
 
         remote = Client
-    return App(spec, settings, remote=remote)
+    return App(spec, settings, remote=remote, version=version)

@@ -17,7 +17,7 @@ import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-__all__ = ["Handler", "Message", "Receive", "Request", "Scope", "Send"]
+__all__ = ["Handler", "Message", "Receive", "Request", "Scope", "Send", "new_request_id"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -33,6 +33,11 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 # cannot make ids repeat; reseeded in a forked child, so workers differ.
 _ids = random.Random()  # noqa: S311 - request ids are labels, not secrets
 os.register_at_fork(after_in_child=_ids.seed)
+
+
+def new_request_id() -> str:
+    """A new request id: 32 hex digits."""
+    return f"{_ids.getrandbits(128):032x}"
 
 
 class Request:

@@ -15,6 +15,10 @@
   hands the listening socket to each worker as an inherited file descriptor; the kernel
   gives each new connection to whichever worker accepts first. While a worker restarts,
   the socket stays open, so new connections wait in its backlog instead of being refused.
+- **gRPC.** With ``grpc_port``, the supervisor binds that port too (port 0: the system
+  picks one) without listening on it, which claims it for the server's lifetime; each
+  worker then listens on the same port with ``SO_REUSEPORT`` (a gRPC server cannot take
+  an inherited socket), and the kernel spreads connections over the workers.
 - **Metrics.** Each worker starts with ``PROMETHEUS_MULTIPROC_DIR`` pointing at a fresh
   directory the supervisor made (and removes at exit), so ``/metrics`` on any worker
   reports the sum over all of them.
@@ -134,8 +138,12 @@ def serve(
     if fork:
         gc.freeze()  # the collector leaves what exists now alone, so workers share its pages
     listener = _listen(settings.host, settings.port)
+    grpc_claim = None if settings.grpc_port is None else _claim(settings.host, settings.grpc_port)
+    if grpc_claim is not None:
+        flags["grpc_port"] = grpc_claim.getsockname()[1]
     with (
         listener,
+        grpc_claim or contextlib.nullcontext(),
         tempfile.TemporaryDirectory(
             prefix="tiffin-metrics-", ignore_cleanup_errors=True
         ) as metrics_dir,
@@ -167,6 +175,24 @@ def _listen(host: str, port: int) -> socket.socket:
             "another with --port, and check --host names an address of this machine.",
             detail={"host": host, "port": port, "problem": reason},
         ) from None
+
+
+def _claim(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` with ``SO_REUSEPORT`` and not listening: the port
+    is taken for other programs, and open to the workers' gRPC servers."""
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        sock = socket.socket(found[0][0], socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(found[0][4])
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ConfigError(
+            f"Cannot serve gRPC on {host}:{port}: {reason}. Stop whatever uses the port or "
+            "pick another with --grpc-port.",
+            detail={"host": host, "port": port, "problem": reason},
+        ) from None
+    return sock
 
 
 def _fork_is_safe() -> bool:
@@ -490,6 +516,9 @@ class Supervisor:
             f"Serving {self.name} at {self.url} with {count} worker{'s' if count != 1 else ''} "
             f"(docs: {self.url}/docs)"
         )
+        grpc_port = self.flags.get("grpc_port")
+        if grpc_port is not None:
+            line += f", gRPC on port {grpc_port}"
         if self.reload:
             line += f", reloading on changes to .py files in {self.directory}"
         if self.on_ready is not None:

@@ -251,7 +251,8 @@ def run(options: WorkerOptions, spec: ServiceSpec | None = None) -> int:
     configure_logging(settings)
     if stop.is_set():
         return 0
-    app = create_app(spec, settings)
+    version = options.bundle[0].partition(":")[2] if options.bundle is not None else ""
+    app = create_app(spec, settings, version=version)
     server = _Server(
         uvicorn.Config(
             app,
