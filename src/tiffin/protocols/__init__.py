@@ -157,12 +157,9 @@ class Server:
         """Whether ``key`` is one of the server's API keys; True when it has none."""
         return bool(self._app.authorized(key))
 
-    @staticmethod
-    def request_id() -> str:
+    def request_id(self) -> str:
         """A new request id."""
-        from tiffin.server.request import new_request_id
-
-        return new_request_id()
+        return str(self._app.new_request_id())
 
 
 class Protocol(ABC):

@@ -57,7 +57,7 @@ from tiffin.protocols import enabled as enabled_protocols
 from tiffin.server import docs, openapi
 from tiffin.server.inline import InlinePolicy
 from tiffin.server.limits import ConcurrencyLimit
-from tiffin.server.request import Handler, Receive, Request, Scope, Send
+from tiffin.server.request import Handler, Receive, Request, Scope, Send, new_request_id
 from tiffin.server.runtime import ServiceRuntime
 from tiffin.server.tasks import TaskRoutes
 from tiffin.service import Api, ServiceSpec
@@ -141,6 +141,8 @@ class App:
         self._add_protocols()
         self._docs = docs.Docs(spec, openapi.build(spec))
         self._openapi_body = dumps(self._docs.openapi)
+
+    new_request_id = staticmethod(new_request_id)
 
     # -- ASGI ------------------------------------------------------------------------
 
