@@ -12,6 +12,7 @@ from typing import Any
 from bench.scenarios import Scenario
 
 BASELINE = "tiffin"
+SATURATED = 0.9  # a load generator busier than this share of its core limits the figure
 
 _SYSTEMS = """\
 - **in-process**: the same work without HTTP (parse the JSON body with `json`, call the
@@ -26,6 +27,16 @@ _SYSTEMS = """\
   the quickstart service itself; the MLP has
   `@tiffin.api(batch=tiffin.Batch(max_size=64, max_latency_ms=100))` (a promise about
   queue wait, not a window).
+- **tiffin, OIP HTTP** and **tiffin, OIP gRPC** (tiny model): the same quickstart service
+  called through the Open Inference Protocol. HTTP: wrk POSTs
+  `/v2/models/predict/infer` with a JSON tensor body (`"data": [[5.1, 3.5, 1.4, 0.2]]`).
+  gRPC: `tiffin serve --grpc-port`, called with `inference.GRPCInferenceService/ModelInfer`,
+  the input in `raw_input_contents` (as Triton's client sends it), by
+  `bench/grpc_load.py`: one Python process on `grpc.aio`, N channels each with its own
+  HTTP/2 connection and one call in flight (like wrk's N connections), every answer's
+  `raw_output_contents` decoded and checked. Its CPU per call is several times wrk's
+  (`CPU %` over req/s), which adds to each round trip at concurrency 1. tiffin writes an
+  access log line per HTTP request but none per gRPC call.
 - **BentoML**: `bentoml serve` of `@bentoml.service(workers=1)` classes, defaults (access
   log on; installed as `pip install bentoml`, which brings no uvloop or httptools). MLP:
   `@bentoml.api(batchable=True, max_batch_size=64, max_latency_ms=1000)`: BentoML's
@@ -46,11 +57,15 @@ def markdown(
         "# Serving benchmark",
         "",
         f"{meta['started']} to {meta['finished']}; {meta['machine']}.",
-        f"Server pinned to CPU 0, wrk (one thread) to CPU 1. Repetitions: {meta['repeat']}, "
-        "systems interleaved within each; each load "
+        "Server pinned to CPU 0, the load to CPU 1: wrk (one thread) over HTTP, "
+        "`bench/grpc_load.py` (one Python process) over gRPC. Repetitions: "
+        f"{meta['repeat']}, systems interleaved within each; each load "
         f"{meta['warmup']:g} s warm-up, then {meta['seconds']:g} s measured. Every answer is "
         "checked (status and value); req/s counts correct answers; errors are non-200 "
-        "answers, wrong values and socket errors.",
+        "answers (gRPC: non-OK statuses), wrong values and socket errors. `CPU %`: the share "
+        "of its core that the server's process tree, and the load generator, used over the "
+        "measured seconds; a server near 100 is the limit of the figure, a load generator "
+        "near 100 would be.",
         "Cells: median over the repetitions, (min-max); `x tiffin`: ratio of medians.",
         "",
         "Versions: "
@@ -132,8 +147,16 @@ def _scenario(scenario: Scenario, samples: list[dict[str, Any]]) -> list[str]:
             requests = sum(int(s.get("requests", 0)) for s in mine)
             errors = sum(int(s["errors"]) for s in mine)
             wrong = sum(int(s.get("wrong", 0)) for s in mine)
-            cells.append(_errors(errors, wrong, requests))
+            server_cpu = [float(s["server_cpu"]) for s in mine if "server_cpu" in s]
+            load_cpu = [float(s["load_cpu"]) for s in mine if "load_cpu" in s]
+            cells += [_cpu(server_cpu, load_cpu), _errors(errors, wrong, requests)]
             rows.append(cells)
+            if load_cpu and statistics.median(load_cpu) > SATURATED:
+                notes.append(
+                    f"{label} at concurrency {connections}: the load generator used "
+                    f"{statistics.median(load_cpu):.0%} of its core, so this figure is its "
+                    "limit as much as the server's."
+                )
             per_call = [float(s["rows_per_call"]) for s in mine if "rows_per_call" in s]
             if per_call:
                 notes.append(
@@ -145,11 +168,17 @@ def _scenario(scenario: Scenario, samples: list[dict[str, Any]]) -> list[str]:
             "tiffin's /metrics had no batch sizes: its batching was not active in this build."
         )
     header = ["conc.", "system", "req/s", "x tiffin", "p50 ms", "x tiffin", "p99 ms",
-              "x tiffin", "errors"]  # fmt: skip
+              "x tiffin", "CPU % server / load", "errors"]  # fmt: skip
     out = ["", f"## {scenario.title}", "", *_table(header, rows)]
     if notes:
         out += ["", *notes]
     return out
+
+
+def _cpu(server: list[float], load: list[float]) -> str:
+    if not server or not load:
+        return "-"
+    return f"{100 * statistics.median(server):.0f} / {100 * statistics.median(load):.0f}"
 
 
 def _errors(errors: int, wrong: int, requests: int) -> str:

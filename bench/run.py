@@ -3,13 +3,15 @@
 For each scenario (``bench/scenarios.py``) and each system serving it (``bench/systems.py``):
 start the server pinned to CPU 0 and time launch -> ready -> first correct answer; take
 its memory (PSS of the process tree) idle; load it with wrk pinned to CPU 1 at each
-concurrency, warm-up first, for a fixed duration (``bench/load.py``); take its memory
-again; stop it. The in-process compute limit runs the same work without HTTP
-(``bench/inprocess.py``). Systems take turns within each repetition, in an order rotated
-from one repetition to the next, so drift in the machine hits all alike. The report
-(``bench/report.py``) holds medians over the repetitions, min-max, and ratios to tiffin.
+concurrency, warm-up first, for a fixed duration (``bench/load.py``; gRPC entries:
+``bench/grpc_load.py``), taking the CPU share of server and load generator meanwhile;
+take its memory again; stop it. The in-process compute limit runs the same work without
+HTTP (``bench/inprocess.py``). Systems take turns within each repetition, in an order
+rotated from one repetition to the next, so drift in the machine hits all alike. The
+report (``bench/report.py``) holds medians over the repetitions, min-max, and ratios to
+tiffin.
 
-    python -m bench.run            # full: 3 repetitions, about 15 minutes on 2 cores
+    python -m bench.run            # full: 3 repetitions, about 17 minutes on 2 cores
     python -m bench.run --quick    # 1 repetition, short runs: about 3 minutes
 
 Results: bench/results/report.md (the report, also printed) and serving.json (every
@@ -35,7 +37,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import load, report, systems
+from bench import grpc_load, load, report, systems
 from bench.scenarios import Entry, Scenario, prepare
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -158,21 +160,17 @@ def _measure(
     if entry.system == "in-process":
         return _in_process(entry, scenario, env=env, plan=plan)
     log = work / "logs" / f"{scenario.key}-{entry.label.replace(' ', '_')}.log"
-    body, answer = scenario.body.read_bytes(), scenario.answer.read_bytes()
+    grpc = entry.protocol == "oip-grpc"
     found: list[Sample] = []
-    with systems.serving(entry.system, entry.service, env, log) as server:
+    with systems.serving(entry.system, entry.service, env, log, grpc=grpc) as server:
         ready = server.wait_ready()
-        first = server.wait_answer(body, answer)
+        first = server.wait_answer(_ask(entry, scenario, server))
         found.append({"kind": "start", "ready_s": ready, "answer_s": first})
         idle = server.pss()
         print(f" ready {ready:.2f} s, answer {first:.2f} s, {idle / MIB:.0f} MiB;", end="")
-        url = f"http://127.0.0.1:{server.port}/predict"
         for connections in scenario.connections:
             before = _batch_totals(server.port) if entry.system == "tiffin" else None
-            run = load.wrk(
-                url, scenario.body, scenario.answer,
-                connections=connections, seconds=plan.seconds, warmup=plan.warmup,
-            )  # fmt: skip
+            run = _load(entry, scenario, server, connections=connections, plan=plan)
             sample: Sample = {
                 "kind": "load",
                 "connections": connections,
@@ -184,6 +182,8 @@ def _measure(
                 "bad_status": run.bad_status,
                 "wrong": run.wrong,
                 "socket_errors": run.socket_errors,
+                "server_cpu": run.server_cpu,
+                "load_cpu": run.load_cpu,
             }
             after = _batch_totals(server.port) if before is not None else None
             if before is not None and after is not None and after[1] > before[1]:
@@ -193,6 +193,42 @@ def _measure(
             print(f" c{connections} {run.rps:.0f}/s{errors}", end="", flush=True)
         found.append({"kind": "memory", "idle_mib": idle / MIB, "after_mib": server.pss() / MIB})
     return found
+
+
+def _http(entry: Entry, scenario: Scenario) -> tuple[str, Path, Path]:
+    """The path, body and answer of an entry's HTTP request."""
+    if entry.protocol == "json":
+        return "/predict", scenario.body, scenario.answer
+    assert scenario.oip is not None  # Scenario checks
+    return f"/v2/models/{scenario.oip.model}/infer", scenario.oip.body, scenario.oip.answer
+
+
+def _ask(entry: Entry, scenario: Scenario, server: systems.Server) -> systems.Ask:
+    """One request as the entry makes them, for the time to the first correct answer."""
+    if entry.protocol == "oip-grpc":
+        assert scenario.oip is not None
+        assert server.grpc_port is not None
+        return grpc_load.ask(server.grpc_port, scenario.oip)
+    path, body, answer = _http(entry, scenario)
+    return systems.ask_http(server.port, path, body.read_bytes(), answer.read_bytes())
+
+
+def _load(
+    entry: Entry, scenario: Scenario, server: systems.Server, *, connections: int, plan: Plan
+) -> load.Load:
+    """One measured load of the server, through the entry's protocol."""
+    if entry.protocol == "oip-grpc":
+        assert scenario.oip is not None
+        assert server.grpc_port is not None
+        return grpc_load.run(
+            server.grpc_port, scenario.oip, connections=connections, seconds=plan.seconds,
+            warmup=plan.warmup, server=server.pid,
+        )  # fmt: skip
+    path, body, answer = _http(entry, scenario)
+    return load.wrk(
+        f"http://127.0.0.1:{server.port}{path}", body, answer, connections=connections,
+        seconds=plan.seconds, warmup=plan.warmup, server=server.pid,
+    )  # fmt: skip
 
 
 def _in_process(

@@ -2,7 +2,8 @@
 systems serve it; and the model files they all load, written once per run.
 
     tiny model    the quickstart's iris LogisticRegression, one row per request: what a
-                  framework costs per request when the model costs nothing
+                  framework costs per request when the model costs nothing; tiffin also
+                  through the Open Inference Protocol, over HTTP and over gRPC
     MLP           a numpy MLP 256 -> 4096 -> 4096 -> 10, one row per request, with
                   batching on everywhere (and tiffin also without): the model's cost per
                   call is mostly fixed, so batching decides throughput
@@ -29,13 +30,38 @@ ROOT = Path(__file__).resolve().parents[1]
 LARGE_BODY_BYTES = 1_000_000
 
 
+PROTOCOLS = ("json", "oip-http", "oip-grpc")
+"""How an entry is called: the service's own JSON API (``POST /predict``), or the Open
+Inference Protocol (tiffin only) over HTTP (``POST /v2/models/{api}/infer``, JSON
+tensors) or over gRPC (``ModelInfer``, raw tensor bytes)."""
+
+
 @dataclass(frozen=True)
 class Entry:
-    """One system serving one scenario: ``label`` names it in the report."""
+    """One system serving one scenario, called through ``protocol`` (one of
+    ``PROTOCOLS``): ``label`` names it in the report."""
 
     label: str
     system: str
     service: str
+    protocol: str = "json"
+
+    def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"unknown protocol {self.protocol!r}; one of {PROTOCOLS}")
+        if self.protocol != "json" and self.system != "tiffin":
+            raise ValueError(f"{self.system} is not benchmarked over the OIP, only tiffin")
+
+
+@dataclass(frozen=True)
+class Oip:
+    """A scenario's request as an Open Inference Protocol call of ``model``: files
+    holding its JSON request body (from which the gRPC load builds its ModelInferRequest
+    too) and the JSON answer over HTTP."""
+
+    model: str
+    body: Path
+    answer: Path
 
 
 @dataclass(frozen=True)
@@ -45,6 +71,7 @@ class Scenario:
     Attributes:
         key, title: its short name and its heading in the report.
         body, answer: files holding the request body and the JSON every answer must equal.
+        oip: the same request in the Open Inference Protocol, for entries that use it.
         connections: the concurrencies it is loaded at.
         entries: the systems that serve it, in the order of the first repetition.
         batch: the servers batch; in process the model then takes as many rows per call
@@ -58,6 +85,11 @@ class Scenario:
     connections: tuple[int, ...]
     entries: tuple[Entry, ...]
     batch: bool = False
+    oip: Oip | None = None
+
+    def __post_init__(self) -> None:
+        if self.oip is None and any(e.protocol != "json" for e in self.entries):
+            raise ValueError(f"scenario {self.key!r} has OIP entries but no OIP request")
 
 
 def _entries(service: str, *extra: Entry) -> tuple[Entry, ...]:
@@ -93,7 +125,11 @@ def prepare(work: Path) -> list[Scenario]:
         return paths
 
     flower = [[5.1, 3.5, 1.4, 0.2]]
-    iris = write("iris", {"features": flower}, iris_predict(clf, np.asarray(flower)))
+    species = iris_predict(clf, np.asarray(flower))
+    iris = write("iris", {"features": flower}, species)
+    features = {"name": "features", "shape": [1, 4], "datatype": "FP64", "data": flower}
+    output = {"name": "output", "datatype": "BYTES", "shape": [len(species)], "data": species}
+    oip = write("iris-oip", {"inputs": [features]}, {"model_name": "predict", "outputs": [output]})
     row = _clear_row(Mlp(weights))
     mlp = write("mlp", {"features": [row]}, Mlp(weights)(np.asarray([row], np.float32)).tolist())
     values = _values(LARGE_BODY_BYTES)
@@ -101,7 +137,11 @@ def prepare(work: Path) -> list[Scenario]:
     return [
         Scenario(
             "tiny", "Tiny model: iris LogisticRegression, one row per request", *iris,
-            connections=(1, 8, 64), entries=_entries("iris"),
+            connections=(1, 8, 64), oip=Oip("predict", *oip), entries=_entries(
+                "iris",
+                Entry("tiffin, OIP HTTP", "tiffin", "iris", "oip-http"),
+                Entry("tiffin, OIP gRPC", "tiffin", "iris", "oip-grpc"),
+            ),
         ),
         Scenario(
             "mlp", "MLP 256-4096-4096-10 (numpy), one row per request, batching on", *mlp,

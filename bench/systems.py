@@ -1,13 +1,15 @@
 """How each system is installed, started, measured and stopped.
 
     bare ASGI   bench/services/bare.py on uvicorn (httptools, uvloop), tiffin's venv
-    tiffin      `tiffin serve` (supervisor + one worker), tiffin's venv
+    tiffin      `tiffin serve` (supervisor + one worker), tiffin's venv; with
+                `--grpc-port` for the entries that call it over gRPC
     BentoML     `bentoml serve`, one worker, in bench/.venv-bentoml
     LitServe    LitServer, one inference worker and one API server, in bench/.venv-litserve
 
 The peers' virtual environments are made on first use with ``python -m venv`` and pip,
 and remade when their requirements change. Every server runs pinned to CPU 0 in a
-session of its own; its memory is the PSS summed over its whole process tree.
+session of its own; its memory is the PSS, and its CPU time the user and system time,
+summed over its whole process tree.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -102,9 +104,12 @@ def versions(name: str, *distributions: str) -> dict[str, str]:
     return found
 
 
-def launch(system: str, service: str, port: int) -> Launch:
-    """The command that serves ``service`` (a scenario's service name) with ``system``."""
+def launch(system: str, service: str, port: int, grpc_port: int | None = None) -> Launch:
+    """The command that serves ``service`` (a scenario's service name) with ``system``,
+    also over gRPC on ``grpc_port`` when one is given (tiffin only)."""
     address = ["--host", "127.0.0.1", "--port", str(port)]
+    if grpc_port is not None:
+        address += ["--grpc-port", str(grpc_port)]
     if system == "bare ASGI":
         argv = [
             str(BIN / "uvicorn"), "bench.services.bare:app", "--loop", "uvloop",
@@ -171,12 +176,36 @@ def squeeze(data: bytes) -> bytes:
     return b"".join(data.split())
 
 
-class Server:
-    """A running server: started by ``start``, stopped by ``stop`` (or the ``with`` block)."""
+Ask = Callable[[], str]
+"""Asks a server once: "" for a correct answer, else what came back instead."""
 
-    def __init__(self, launch: Launch, port: int, env: dict[str, str], log: Path) -> None:
+
+def ask_http(port: int, path: str, body: bytes, answer: bytes) -> Ask:
+    """POSTs ``body`` to ``path``; correct when the status is 200 and the JSON equals
+    ``answer`` (whitespace ignored)."""
+
+    def ask() -> str:
+        try:
+            status, got = request(port, path, body, timeout=10.0)
+        except (OSError, http.client.HTTPException) as exc:
+            return repr(exc)
+        if status == 200 and squeeze(got) == squeeze(answer):
+            return ""
+        return f"{status} {got[:200]!r}"
+
+    return ask
+
+
+class Server:
+    """A running server: started by ``start``, stopped by ``stop`` (or the ``with`` block).
+    ``grpc_port`` is where it answers gRPC, if it was launched to."""
+
+    def __init__(
+        self, launch: Launch, port: int, env: dict[str, str], log: Path, grpc_port: int | None
+    ) -> None:
         self.launch = launch
         self.port = port
+        self.grpc_port = grpc_port
         self.env = env
         self.log = log
         self.process: subprocess.Popen[bytes] | None = None
@@ -212,26 +241,25 @@ class Server:
             time.sleep(0.005)
         raise RuntimeError(f"not ready within {timeout:.0f} s")
 
-    def wait_answer(self, body: bytes, answer: bytes, timeout: float = 60.0) -> float:
-        """Seconds from launch to the first correct answer to ``body``."""
+    def wait_answer(self, ask: Ask, timeout: float = 60.0) -> float:
+        """Seconds from launch to the first correct answer to ``ask``."""
         deadline = self.started + timeout
         last = ""
         while time.perf_counter() < deadline:
             self._alive()
-            try:
-                status, got = request(self.port, "/predict", body, timeout=10.0)
-            except (OSError, http.client.HTTPException) as exc:
-                last = repr(exc)
-            else:
-                if status == 200 and squeeze(got) == squeeze(answer):
-                    return time.perf_counter() - self.started
-                last = f"{status} {got[:200]!r}"
+            last = ask()
+            if not last:
+                return time.perf_counter() - self.started
             time.sleep(0.005)
         raise RuntimeError(f"no correct answer within {timeout:.0f} s; last: {last}")
 
+    @property
+    def pid(self) -> int:
+        return self._alive().pid
+
     def pss(self) -> int:
         """Bytes of PSS summed over the server's process tree."""
-        return tree_pss(self._alive().pid)
+        return sum(process_pss(pid) for pid in tree(self.pid))
 
     def stop(self) -> None:
         if self.process is None:
@@ -255,8 +283,8 @@ class Server:
         self.stop()
 
 
-def tree_pss(root: int) -> int:
-    """Bytes of PSS of ``root`` and all its descendants, from /proc/<pid>/smaps_rollup."""
+def tree(root: int) -> list[int]:
+    """``root`` and all its descendants."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -265,12 +293,12 @@ def tree_pss(root: int) -> int:
             stat = (entry / "stat").read_text()
             ppid = int(stat.rsplit(")", 1)[1].split()[1])
             children.setdefault(ppid, []).append(int(entry.name))
-    total, todo = 0, [root]
+    found, todo = [], [root]
     while todo:
         pid = todo.pop()
         todo.extend(children.get(pid, []))
-        total += process_pss(pid)
-    return total
+        found.append(pid)
+    return found
 
 
 def process_pss(pid: int | str) -> int:
@@ -282,9 +310,26 @@ def process_pss(pid: int | str) -> int:
     return 0
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User and system CPU seconds used so far by these processes (all their threads),
+    from /proc/<pid>/stat; 0 for one that is gone."""
+    ticks = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 @contextlib.contextmanager
-def serving(system: str, service: str, env: dict[str, str], log: Path) -> Iterator[Server]:
-    """Start ``system`` serving ``service`` on a free port; stop it at the end of the block."""
+def serving(
+    system: str, service: str, env: dict[str, str], log: Path, *, grpc: bool = False
+) -> Iterator[Server]:
+    """Start ``system`` serving ``service`` on a free port (and gRPC on another, with
+    ``grpc``); stop it at the end of the block."""
     port = free_port()
-    with Server(launch(system, service, port), port, env, log) as server:
+    grpc_port = None
+    while grpc and grpc_port in (None, port):
+        grpc_port = free_port()
+    with Server(launch(system, service, port, grpc_port), port, env, log, grpc_port) as server:
         yield server
