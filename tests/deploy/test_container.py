@@ -409,6 +409,11 @@ def test_options_show_up_in_the_dockerfile(bundle: Bundle, tmp_path: Path) -> No
     # the bundle's own port setting, when the options name none
     custom = bundle.info.model_copy(update={"settings": {**bundle.info.settings, "port": 4000}})
     assert ("EXPOSE", "4000") in instructions(render_dockerfile(custom))
+    # a fixed gRPC port is exposed beside it; 0 ("any free port") cannot be
+    grpc = custom.model_copy(update={"settings": {**custom.settings, "grpc_port": 50051}})
+    assert ("EXPOSE", "4000 50051") in instructions(render_dockerfile(grpc))
+    free = custom.model_copy(update={"settings": {**custom.settings, "grpc_port": 0}})
+    assert ("EXPOSE", "4000") in instructions(render_dockerfile(free))
 
 
 def test_spec_values_are_rendered_and_quoted(bundle: Bundle) -> None:

@@ -169,6 +169,28 @@ def test_customised_manifests_validate(tmp_path: Path, version: str) -> None:
     assert validate(objects, version) == [obj["kind"] for obj in objects[:4]]
 
 
+@pytest.mark.parametrize("version", [OLDEST, NEWEST])
+def test_a_grpc_port_is_a_container_port_and_a_service_port(tmp_path: Path, version: str) -> None:
+    bundle = make_bundle(tmp_path, settings={"grpc_port": 50051})
+    objects = manifests(bundle, KubernetesOptions.from_bundle(bundle, port=8080))
+    assert container(objects)["ports"] == [
+        {"name": "http", "containerPort": 8080, "protocol": "TCP"},
+        {"name": "grpc", "containerPort": 50051, "protocol": "TCP"},
+    ]
+    assert by_kind(objects)["Service"]["spec"]["ports"][1] == {
+        "name": "grpc",
+        "port": 50051,
+        "targetPort": "grpc",
+        "protocol": "TCP",
+        "appProtocol": "grpc",
+    }
+    assert validate(objects, version) == ["Deployment", "Service"]
+    # set by the options' environment instead, it is exposed the same way
+    env = KubernetesOptions.from_bundle(make_bundle(tmp_path), env={"TIFFIN_GRPC_PORT": "9000"})
+    ports = container(manifests(make_bundle(tmp_path), env))["ports"]
+    assert ports[1] == {"name": "grpc", "containerPort": 9000, "protocol": "TCP"}
+
+
 def test_the_validator_catches_an_unknown_field(tmp_path: Path) -> None:
     deployment = manifests(make_bundle(tmp_path))[0]
     deployment["spec"]["template"]["spec"]["containers"][0]["probe"] = {}

@@ -29,9 +29,10 @@ from __future__ import annotations
 import json
 import re
 import shlex
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tiffin.bundles.bundle import LOCK_FILE, BundleInfo
 from tiffin.exceptions import InvalidArgument
@@ -43,6 +44,7 @@ __all__ = [
     "ContainerOptions",
     "check_image",
     "default_image",
+    "grpc_port",
     "render_dockerfile",
     "server_port",
 ]
@@ -173,6 +175,13 @@ def server_port(info: BundleInfo, options: ContainerOptions | None = None) -> in
     port = info.settings.get("port")
     # 0 means "any free port" on a machine; an image must expose a fixed one.
     return port if isinstance(port, int) and 1 <= port <= 65535 else DEFAULT_PORT
+
+
+def grpc_port(settings: Mapping[str, Any]) -> int | None:
+    """The gRPC port a server with these settings listens on, when it is a fixed one the
+    image or a Service can expose (``grpc_port`` 0, "any free port", is not)."""
+    port = settings.get("grpc_port")
+    return port if isinstance(port, int) and 1 <= port <= 65535 else None
 
 
 def _quote(value: str, name: str) -> str:
@@ -355,7 +364,7 @@ def render_dockerfile(info: BundleInfo, options: ContainerOptions | None = None)
         f"COPY home/bundles/ {HOME}/bundles/",
         "",
         "ENV " + " \\\n    ".join(f"{name}={_quote(value, name)}" for name, value in envs.items()),
-        f"EXPOSE {port}",
+        "EXPOSE " + " ".join(str(p) for p in (port, grpc_port(info.settings)) if p is not None),
         f"WORKDIR {WORKDIR}",
         f"USER {uid}:{uid}",
         "HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \\",

@@ -62,7 +62,7 @@ import yaml
 
 from tiffin import config
 from tiffin.bundles.bundle import Bundle
-from tiffin.deploy.dockerfile import USER_ID
+from tiffin.deploy.dockerfile import USER_ID, grpc_port
 from tiffin.deploy.kubernetes_options import KubernetesOptions, object_name
 from tiffin.exceptions import InvalidArgument
 from tiffin.server.supervisor import GRACE_MARGIN
@@ -128,7 +128,12 @@ def _environment(bundle: Bundle, options: KubernetesOptions) -> dict[str, str]:
 def _pod(bundle: Bundle, options: KubernetesOptions) -> dict[str, Any]:
     env = _environment(bundle, options)
     # the settings the server in the container resolves: the bundle's, under its TIFFIN_*
-    grace = config.load(code=bundle.info.settings, environ=env).grace_period
+    settings = config.load(code=bundle.info.settings, environ=env)
+    grace = settings.grace_period
+    ports = [{"name": "http", "containerPort": options.port, "protocol": "TCP"}]
+    grpc = grpc_port(settings.model_dump())
+    if grpc is not None:
+        ports.append({"name": "grpc", "containerPort": grpc, "protocol": "TCP"})
     limits = {"memory": options.memory_limit or options.memory}
     if options.cpu_limit is not None:
         limits = {"cpu": options.cpu_limit, **limits}
@@ -136,7 +141,7 @@ def _pod(bundle: Bundle, options: KubernetesOptions) -> dict[str, Any]:
     container = {
         "name": CONTAINER,
         "image": options.image,
-        "ports": [{"name": "http", "containerPort": options.port, "protocol": "TCP"}],
+        "ports": ports,
         "env": [{"name": key, "value": value} for key, value in env.items()],
         "resources": {
             "requests": {"cpu": options.cpu, "memory": options.memory},
@@ -224,13 +229,25 @@ def manifests(bundle: Bundle, options: KubernetesOptions | None = None) -> list[
             "spec": _pod(bundle, options),
         },
     }
-    http = {"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}
+    ports: list[dict[str, Any]] = [
+        {"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}
+    ]
+    for port in deployment["template"]["spec"]["containers"][0]["ports"][1:]:  # gRPC
+        ports.append(
+            {
+                "name": "grpc",
+                "port": port["containerPort"],
+                "targetPort": "grpc",
+                "protocol": "TCP",
+                "appProtocol": "grpc",
+            }
+        )
     objects = [
         make("apps/v1", "Deployment", deployment),
         make(
             "v1",
             "Service",
-            {"type": options.service_type, "selector": dict(selector), "ports": [http]},
+            {"type": options.service_type, "selector": dict(selector), "ports": ports},
         ),
     ]
     if options.autoscaled:
