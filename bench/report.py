@@ -1,6 +1,7 @@
 """The markdown report: for each figure, the median over the repetitions, its min-max,
 and each system's ratio to tiffin's median (for req/s above 1 is faster than tiffin; for
-times and memory above 1 is more than tiffin)."""
+times and memory above 1 is more than tiffin). An entry with a baseline of its own (bare
+gRPC's is tiffin over gRPC) is compared with that entry instead."""
 
 from __future__ import annotations
 
@@ -9,9 +10,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from bench.scenarios import Scenario
+from bench.scenarios import BASELINE, Scenario
 
-BASELINE = "tiffin"
 SATURATED = 0.9  # a load generator busier than this share of its core limits the figure
 
 _SYSTEMS = """\
@@ -37,6 +37,10 @@ _SYSTEMS = """\
   `raw_output_contents` decoded and checked. Its CPU per call is several times wrk's
   (`CPU %` over req/s), which adds to each round trip at concurrency 1. tiffin writes an
   access log line per HTTP request but none per gRPC call.
+- **bare gRPC** (tiny model): a framework-free `grpc.aio` server on uvloop
+  (`bench/services/bare_grpc.py`) with one handler, for `ModelInfer`: it decodes the raw
+  input as FP64, calls the model and answers as tiffin does, checking nothing and logging
+  nothing; the limit for Python gRPC serving, loaded by the same `bench/grpc_load.py`.
 - **BentoML**: `bentoml serve` of `@bentoml.service(workers=1)` classes, defaults (access
   log on; installed as `pip install bentoml`, which brings no uvloop or httptools). MLP:
   `@bentoml.api(batchable=True, max_batch_size=64, max_latency_ms=1000)`: BentoML's
@@ -66,7 +70,9 @@ def markdown(
         "of its core that the server's process tree, and the load generator, used over the "
         "measured seconds; a server near 100 is the limit of the figure, a load generator "
         "near 100 would be.",
-        "Cells: median over the repetitions, (min-max); `x tiffin`: ratio of medians.",
+        "Cells: median over the repetitions, (min-max); `x tiffin`: ratio of medians to tiffin's"
+        + "".join(f" ({label}: to {base}'s)" for label, base in _baselines(scenarios).items())
+        + ".",
         "",
         "Versions: "
         + ", ".join(f"{k} {v}" for k, v in meta["versions"].items())
@@ -92,6 +98,16 @@ def markdown(
             for s in failures
         ]
     return "\n".join(lines) + "\n"
+
+
+def _baselines(scenarios: Sequence[Scenario]) -> dict[str, str]:
+    """The entries compared with another entry than tiffin's, and that entry."""
+    return {
+        entry.label: entry.baseline
+        for scenario in scenarios
+        for entry in scenario.entries
+        if entry.baseline != BASELINE
+    }
 
 
 def _stats(values: list[float]) -> tuple[float, float, float]:
@@ -139,7 +155,7 @@ def _scenario(scenario: Scenario, samples: list[dict[str, Any]]) -> list[str]:
             mine = [s for s in loads if s["system"] == label]
             if not mine:
                 continue
-            base = [s for s in loads if s["system"] == BASELINE]
+            base = [s for s in loads if s["system"] == entry.baseline]
             cells = [str(connections), label]
             for field, digits in (("rps", 0), ("p50_ms", 2), ("p99_ms", 2)):
                 values = [float(s[field]) for s in mine]
@@ -201,16 +217,17 @@ def _start(
                 continue
             rows.append([
                 scenario.key, entry.label,
-                _cell(ready, 2), _ratio(ready, _values(samples, BASELINE, "ready_s")),
-                _cell(answer, 2), _ratio(answer, _values(samples, BASELINE, "answer_s")),
+                _cell(ready, 2), _ratio(ready, _values(samples, entry.baseline, "ready_s")),
+                _cell(answer, 2), _ratio(answer, _values(samples, entry.baseline, "answer_s")),
             ])  # fmt: skip
     header = ["scenario", "system", "to ready s", "x tiffin", "to first correct answer s",
               "x tiffin"]  # fmt: skip
     return [
         "", "## Cold start", "",
         "Seconds from process launch to the first 200 on the readiness endpoint (`/readyz`; "
-        "LitServe: `/health`) and to the first correct prediction. In process: launch to the "
-        "first answer printed.", "",
+        "LitServe: `/health`; bare gRPC, which has none: the first connection its port "
+        "takes) and to the first correct prediction. In process: launch to the first answer "
+        "printed.", "",
         *_table(header, rows),
     ]  # fmt: skip
 
@@ -228,8 +245,8 @@ def _memory(
                 continue
             rows.append([
                 scenario.key, entry.label,
-                _cell(idle, 0), _ratio(idle, _values(samples, BASELINE, "idle_mib")),
-                _cell(after, 0), _ratio(after, _values(samples, BASELINE, "after_mib")),
+                _cell(idle, 0), _ratio(idle, _values(samples, entry.baseline, "idle_mib")),
+                _cell(after, 0), _ratio(after, _values(samples, entry.baseline, "after_mib")),
             ])  # fmt: skip
     header = ["scenario", "system", "idle MiB", "x tiffin", "after load MiB", "x tiffin"]
     return [

@@ -111,7 +111,9 @@ def _meta(plan: Plan) -> dict[str, Any]:
         "warmup": plan.warmup,
         "machine": _machine(),
         "versions": {"python": platform.python_version(), "tiffin": _tiffin_version()}
-        | systems.versions("tiffin", "numpy", "scikit-learn", "uvicorn", "uvloop", "httptools"),
+        | systems.versions(
+            "tiffin", "numpy", "scikit-learn", "uvicorn", "uvloop", "httptools", "grpcio"
+        ),
         "peers": {},
         "unavailable": {},
     }

@@ -3,7 +3,8 @@ systems serve it; and the model files they all load, written once per run.
 
     tiny model    the quickstart's iris LogisticRegression, one row per request: what a
                   framework costs per request when the model costs nothing; tiffin also
-                  through the Open Inference Protocol, over HTTP and over gRPC
+                  through the Open Inference Protocol, over HTTP and over gRPC, the
+                  latter against a bare grpc.aio server of the same call
     MLP           a numpy MLP 256 -> 4096 -> 4096 -> 10, one row per request, with
                   batching on everywhere (and tiffin also without): the model's cost per
                   call is mostly fixed, so batching decides throughput
@@ -32,25 +33,34 @@ LARGE_BODY_BYTES = 1_000_000
 
 PROTOCOLS = ("json", "oip-http", "oip-grpc")
 """How an entry is called: the service's own JSON API (``POST /predict``), or the Open
-Inference Protocol (tiffin only) over HTTP (``POST /v2/models/{api}/infer``, JSON
-tensors) or over gRPC (``ModelInfer``, raw tensor bytes)."""
+Inference Protocol over HTTP (``POST /v2/models/{api}/infer``, JSON tensors) or over
+gRPC (``ModelInfer``, raw tensor bytes)."""
+SPEAKS = {"tiffin": PROTOCOLS, "bare gRPC": ("oip-grpc",)}
+"""The protocols of the systems that take more than the JSON API (the others: json)."""
+BASELINE = "tiffin"
+"""The entry the report compares the others with, unless an entry names its own."""
 
 
 @dataclass(frozen=True)
 class Entry:
     """One system serving one scenario, called through ``protocol`` (one of
-    ``PROTOCOLS``): ``label`` names it in the report."""
+    ``PROTOCOLS``): ``label`` names it in the report, which gives its figures as ratios
+    to those of the entry labelled ``baseline``."""
 
     label: str
     system: str
     service: str
     protocol: str = "json"
+    baseline: str = BASELINE
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"unknown protocol {self.protocol!r}; one of {PROTOCOLS}")
-        if self.protocol != "json" and self.system != "tiffin":
-            raise ValueError(f"{self.system} is not benchmarked over the OIP, only tiffin")
+        speaks = SPEAKS.get(self.system, ("json",))
+        if self.protocol not in speaks:
+            raise ValueError(
+                f"{self.system} is benchmarked over {', '.join(speaks)}, not {self.protocol}"
+            )
 
 
 @dataclass(frozen=True)
@@ -141,6 +151,7 @@ def prepare(work: Path) -> list[Scenario]:
                 "iris",
                 Entry("tiffin, OIP HTTP", "tiffin", "iris", "oip-http"),
                 Entry("tiffin, OIP gRPC", "tiffin", "iris", "oip-grpc"),
+                Entry("bare gRPC", "bare gRPC", "iris", "oip-grpc", "tiffin, OIP gRPC"),
             ),
         ),
         Scenario(

@@ -1,6 +1,8 @@
 """How each system is installed, started, measured and stopped.
 
     bare ASGI   bench/services/bare.py on uvicorn (httptools, uvloop), tiffin's venv
+    bare gRPC   bench/services/bare_grpc.py, a grpc.aio server on uvloop, tiffin's venv;
+                the iris model over gRPC only
     tiffin      `tiffin serve` (supervisor + one worker), tiffin's venv; with
                 `--grpc-port` for the entries that call it over gRPC
     BentoML     `bentoml serve`, one worker, in bench/.venv-bentoml
@@ -53,11 +55,12 @@ PEERS = {
 @dataclass(frozen=True)
 class Launch:
     """How to start one service: the command, where, and the path that answers 200 once
-    the service is ready."""
+    the service is ready (None for a service without HTTP, which is ready once its gRPC
+    port takes connections)."""
 
     argv: list[str]
     cwd: Path
-    ready_path: str
+    ready_path: str | None
     env: tuple[tuple[str, str], ...] = ()
 
 
@@ -106,7 +109,8 @@ def versions(name: str, *distributions: str) -> dict[str, str]:
 
 def launch(system: str, service: str, port: int, grpc_port: int | None = None) -> Launch:
     """The command that serves ``service`` (a scenario's service name) with ``system``,
-    also over gRPC on ``grpc_port`` when one is given (tiffin only)."""
+    also over gRPC on ``grpc_port`` when one is given (tiffin; bare gRPC serves only
+    there)."""
     address = ["--host", "127.0.0.1", "--port", str(port)]
     if grpc_port is not None:
         address += ["--grpc-port", str(grpc_port)]
@@ -116,6 +120,11 @@ def launch(system: str, service: str, port: int, grpc_port: int | None = None) -
             "--http", "httptools", "--no-access-log", "--log-level", "warning", *address,
         ]  # fmt: skip
         return Launch(argv, ROOT, "/readyz", env=(("BENCH_SERVICE", service),))
+    if system == "bare gRPC":
+        if service != "iris" or grpc_port is None:
+            raise ValueError(f"bare gRPC serves only iris, over gRPC; not {service!r}")
+        argv = [sys.executable, "-m", "bench.services.bare_grpc", str(grpc_port)]
+        return Launch(argv, ROOT, None)
     if system == "tiffin":
         if service == "iris":  # the quickstart service, as a user runs it
             argv = [str(BIN / "tiffin"), "serve", "service:Iris", *address]
@@ -231,15 +240,23 @@ class Server:
         return self.process
 
     def wait_ready(self, timeout: float = 120.0) -> float:
-        """Seconds from launch to the first 200 from the readiness path."""
+        """Seconds from launch to the first 200 from the readiness path (no such path:
+        to the first connection its gRPC port takes)."""
         deadline = self.started + timeout
         while time.perf_counter() < deadline:
             self._alive()
             with contextlib.suppress(OSError, http.client.HTTPException):
-                if request(self.port, self.launch.ready_path, timeout=1.0)[0] == 200:
+                if self._ready():
                     return time.perf_counter() - self.started
             time.sleep(0.005)
         raise RuntimeError(f"not ready within {timeout:.0f} s")
+
+    def _ready(self) -> bool:
+        if self.launch.ready_path is not None:
+            return request(self.port, self.launch.ready_path, timeout=1.0)[0] == 200
+        assert self.grpc_port is not None  # launch() makes no such Launch without one
+        with socket.create_connection(("127.0.0.1", self.grpc_port), timeout=1.0):
+            return True
 
     def wait_answer(self, ask: Ask, timeout: float = 60.0) -> float:
         """Seconds from launch to the first correct answer to ``ask``."""
