@@ -89,9 +89,14 @@ def test_a_grpc_port_in_use_stops_the_server_with_advice(tmp_path: Path) -> None
 
 
 def test_the_committed_descriptor_matches_the_proto() -> None:
-    committed = Path(messages.__file__).with_name("descriptor.py").read_text(encoding="utf-8")
-    assert messages.generate() == committed, (
+    # the descriptor itself, whichever protoc version compiles it
+    from tiffin.protocols.oip.descriptor import SERIALIZED
+
+    assert messages.compile_proto() == SERIALIZED, (
         "descriptor.py is out of date: run python -m tiffin.protocols.oip.messages"
+    )
+    assert messages.generate().endswith(
+        Path(messages.__file__).with_name("descriptor.py").read_text().split('"""', 2)[2]
     )
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from google.protobuf import descriptor_pool, message_factory
 
-__all__ = ["PROTO", "SERVICE", "generate", "message"]
+__all__ = ["PROTO", "SERVICE", "compile_proto", "generate", "message"]
 
 PROTO = Path(__file__).with_name("open_inference.proto")
 SERVICE = "inference.GRPCInferenceService"
@@ -41,10 +41,9 @@ def message(name: str) -> Any:
     return message_factory.GetMessageClass(_pool().FindMessageTypeByName(f"inference.{name}"))
 
 
-def generate() -> str:
-    """The source of ``descriptor.py`` for the ``.proto`` as it is now."""
-    import importlib.metadata
-
+def compile_proto() -> bytes:
+    """The serialised descriptor of the ``.proto`` as it is now (needs ``grpcio-tools``)."""
+    from google.protobuf import descriptor_pb2
     from grpc_tools import protoc  # type: ignore[import-untyped]
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -54,10 +53,15 @@ def generate() -> str:
         )
         if code != 0:
             raise RuntimeError(f"protoc failed on {PROTO} (exit {code})")
-        from google.protobuf import descriptor_pb2
-
         files = descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes())
-        serialized = files.file[0].SerializeToString(deterministic=True)
+    return files.file[0].SerializeToString(deterministic=True)
+
+
+def generate() -> str:
+    """The source of ``descriptor.py`` for the ``.proto`` as it is now."""
+    import importlib.metadata
+
+    serialized = compile_proto()
     version = importlib.metadata.version("grpcio-tools")
     lines = [
         f'"""The serialised descriptor of {PROTO.name}.',
