@@ -139,6 +139,10 @@ class App:
         self._prefixes: list[tuple[str, Handler]] = []
         self._grpc: Any = None
         self._add_protocols()
+        # Things that run beside the service in each worker (samplers, evaluators): each
+        # has ``async start()`` and ``async stop()``, run after the service has started
+        # and before it stops, in order and in reverse.
+        self.background: list[Any] = []
         self._docs = docs.Docs(spec, openapi.build(spec))
         self._openapi_body = dumps(self._docs.openapi)
 
@@ -158,15 +162,7 @@ class App:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 try:
-                    if self.tasks is not None:
-                        await self.tasks.open()
-                    await self.runtime.start()
-                    if self.tasks is not None:
-                        await self.tasks.start(self.runtime.instance)
-                    for protocol in self.protocols:
-                        await protocol.start()
-                    if self.settings.grpc_port is not None:
-                        await self._start_grpc(self.settings.grpc_port)
+                    await self._start()
                 except BaseException as exc:
                     self.startup_error = exc
                     log.exception("Service %s failed to start", self.spec.name)
@@ -176,18 +172,39 @@ class App:
                     return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                await self._stop_protocols()
-                if self.tasks is not None:
-                    await self.tasks.stop()
-                try:
-                    await self.runtime.stop()
-                except Exception:
-                    log.exception("Service %s failed to stop cleanly", self.spec.name)
-                self.executor.shutdown(wait=False, cancel_futures=True)
-                if self.tasks is not None:
-                    await self.tasks.close()
+                await self._stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    async def _start(self) -> None:
+        if self.tasks is not None:
+            await self.tasks.open()
+        await self.runtime.start()
+        if self.tasks is not None:
+            await self.tasks.start(self.runtime.instance)
+        for protocol in self.protocols:
+            await protocol.start()
+        for part in self.background:
+            await part.start()
+        if self.settings.grpc_port is not None:
+            await self._start_grpc(self.settings.grpc_port)
+
+    async def _stop(self) -> None:
+        for part in reversed(self.background):
+            try:
+                await part.stop()
+            except Exception:
+                log.exception("%s failed to stop cleanly", type(part).__name__)
+        await self._stop_protocols()
+        if self.tasks is not None:
+            await self.tasks.stop()
+        try:
+            await self.runtime.stop()
+        except Exception:
+            log.exception("Service %s failed to stop cleanly", self.spec.name)
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        if self.tasks is not None:
+            await self.tasks.close()
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
