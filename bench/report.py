@@ -27,6 +27,11 @@ _SYSTEMS = """\
   the quickstart service itself; the MLP has
   `@tiffin.api(batch=tiffin.Batch(max_size=64, max_latency_ms=100))` (a promise about
   queue wait, not a window).
+- **tiffin, monitored** (tiny model): the quickstart service with data monitoring on
+  (`IrisMonitored` in `bench/services/tiffin_services.py`): each request's features and
+  prediction go to `tiffin.monitor("iris").log(...)`, every record kept, and a writer
+  thread appends them to JSON lines files in the server's home. Its ratios to tiffin are
+  what monitoring costs a request.
 - **tiffin, OIP HTTP** and **tiffin, OIP gRPC** (tiny model): the same quickstart service
   called through the Open Inference Protocol. HTTP: wrk POSTs
   `/v2/models/predict/infer` with a JSON tensor body (`"data": [[5.1, 3.5, 1.4, 0.2]]`).

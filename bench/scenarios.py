@@ -3,7 +3,8 @@ systems serve it; and the model files they all load, written once per run.
 
     tiny model    the quickstart's iris LogisticRegression, one row per request: what a
                   framework costs per request when the model costs nothing; tiffin also
-                  through the Open Inference Protocol, over HTTP and over gRPC, the
+                  with every request's features and prediction logged by tiffin.monitor,
+                  and through the Open Inference Protocol, over HTTP and over gRPC, the
                   latter against a bare grpc.aio server of the same call
     MLP           a numpy MLP 256 -> 4096 -> 4096 -> 10, one row per request, with
                   batching on everywhere (and tiffin also without): the model's cost per
@@ -149,6 +150,7 @@ def prepare(work: Path) -> list[Scenario]:
             "tiny", "Tiny model: iris LogisticRegression, one row per request", *iris,
             connections=(1, 8, 64), oip=Oip("predict", *oip), entries=_entries(
                 "iris",
+                Entry("tiffin, monitored", "tiffin", "iris-monitored"),
                 Entry("tiffin, OIP HTTP", "tiffin", "iris", "oip-http"),
                 Entry("tiffin, OIP gRPC", "tiffin", "iris", "oip-grpc"),
                 Entry("bare gRPC", "bare gRPC", "iris", "oip-grpc", "tiffin, OIP gRPC"),

@@ -36,7 +36,12 @@ SERVER_CPU = 0
 BIN = Path(sys.executable).parent
 
 TIFFIN_SERVICES = "bench/services/tiffin_services.py"
-_TIFFIN_CLASSES = {"mlp": "MlpBatched", "mlp-unbatched": "MlpUnbatched", "large-body": "LargeBody"}
+_TIFFIN_CLASSES = {
+    "iris-monitored": "IrisMonitored",
+    "mlp": "MlpBatched",
+    "mlp-unbatched": "MlpUnbatched",
+    "large-body": "LargeBody",
+}
 _BENTOML_CLASSES = {"iris": "Iris", "mlp": "MlpBatched", "large-body": "LargeBody"}
 
 

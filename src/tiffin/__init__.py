@@ -60,7 +60,9 @@ from tiffin.tag import Tag
 from tiffin.tasks import TaskContext, task_context
 
 if TYPE_CHECKING:
+    from tiffin import metrics
     from tiffin.client import AsyncClient, Client
+    from tiffin.observability.monitoring import Monitor, monitor
 
 __version__: str
 
@@ -73,6 +75,17 @@ def __getattr__(name: str) -> Any:
         from tiffin import client
 
         return getattr(client, name)
+    # prometheus_client with them: a script that only saves models needs neither
+    if name == "metrics":
+        import tiffin.metrics
+
+        return tiffin.metrics
+    if name in {"monitor", "Monitor"}:
+        from tiffin.observability import monitoring
+
+        value = getattr(monitoring, name)
+        globals()[name] = value
+        return value
     if name == "__version__":
         from importlib.metadata import PackageNotFoundError, version
 
@@ -106,6 +119,7 @@ __all__ = [
     "MissingDependency",
     "ModelExists",
     "ModelNotFound",
+    "Monitor",
     "NotFound",
     "PayloadTooLarge",
     "RequestError",
@@ -130,7 +144,9 @@ __all__ = [
     "api",
     "config",
     "depends",
+    "metrics",
     "models",
+    "monitor",
     "on_shutdown",
     "on_startup",
     "readiness",

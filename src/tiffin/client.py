@@ -64,6 +64,7 @@ from tiffin.exceptions import (
     error_class,
 )
 from tiffin.io import dumps
+from tiffin.observability import tracing
 from tiffin.tasks.handles import (
     AsyncTaskHandle,
     AsyncTaskMethod,
@@ -565,7 +566,10 @@ class Client(_Config):
             return TaskMethod(self, name, api.route)(**kwargs)
         request = self._request(self.http, api, kwargs)
         try:
-            response = self.http.send(request, stream=True)
+            if tracing.active():  # a span of its own, and traceparent sent
+                response = tracing.send(self.http.send, request, api.route)
+            else:
+                response = self.http.send(request, stream=True)
         except httpx.TransportError as exc:
             raise self._unreachable(exc, str(request.url)) from None
         if self._is_stream(response):
@@ -806,7 +810,10 @@ class AsyncClient(_Config):
             )
         request = self._request(self.http, api, kwargs)
         try:
-            response = await self.http.send(request, stream=True)
+            if tracing.active():  # a span of its own, and traceparent sent
+                response = await tracing.asend(self.http.send, request, api.route)
+            else:
+                response = await self.http.send(request, stream=True)
         except httpx.TransportError as exc:
             raise self._unreachable(exc, str(request.url)) from None
         if self._is_stream(response):

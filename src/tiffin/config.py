@@ -17,20 +17,157 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from tiffin.exceptions import ConfigError
 
-__all__ = ["ENV_PREFIX", "Settings", "current", "load", "project_file"]
+__all__ = ["ENV_PREFIX", "AlertRule", "Settings", "current", "load", "project_file"]
 
 ENV_PREFIX = "TIFFIN_"
 _TASK_STORES = ("redis://", "rediss://", "sqlite:///")
+_DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
+_ALERT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,62}")
+_ALERT_KEYS = ("name", "kind", "above", "api", "monitor", "feature", "window", "for", "severity")
+
+
+def _duration(value: Any, rule: str, key: str) -> int:
+    """Whole seconds, from a number or a text like ``90s``, ``5m``, ``1h30m``."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    found = _DURATION.fullmatch(value.strip()) if isinstance(value, str) else None
+    if found is None or not value.strip():
+        raise PydanticCustomError(
+            "alert_rule",
+            "{key} {value} of alert rule '{rule}' is not a duration: write whole seconds, or "
+            "a text like '30s', '5m', '1h'",
+            {"key": key, "value": repr(value), "rule": rule},
+        )
+    hours, minutes, seconds = (int(part or 0) for part in found.groups())
+    return hours * 3600 + minutes * 60 + seconds
+
+
+class AlertRule(BaseModel):
+    """One alert rule. The server measures it every ``history_interval`` seconds, and
+    logs the alert and posts it to ``alert_webhook`` when it fires and when it resolves
+    (``tiffin.observability.alerts``).
+
+    Attributes:
+        name: the alert's name, unique among the rules: a letter, then letters, digits,
+            ``_``, ``-`` and ``.``.
+        kind: what is measured over the last ``window``: ``error_rate``, the share of
+            requests answered with a 5xx status (0 to 1); ``p99_latency``, the 99th
+            percentile of request durations, in seconds; ``drift``, the mean drift score
+            (``tiffin_drift_score``) of the feature that drifts most.
+        above: the alert fires while the measure is above this.
+        api: count this API's requests only (``error_rate``, ``p99_latency``); none: all.
+        monitor, feature: take these drift scores only (``drift``); none: all.
+        window: what the measure covers: seconds, or a text like ``30s``, ``5m``, ``1h``
+            (default 5m, at most 1h).
+        for: how long the measure must stay above before the alert fires (default 0: at
+            once), written like ``window``.
+        severity: a label passed on with the alert (default ``warning``).
+
+    Example (tiffin.yaml)::
+
+        settings:
+          alerts:
+            - {name: predict-errors, kind: error_rate, api: predict, above: 0.05, window: 5m}
+    """
+
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", populate_by_name=True, serialize_by_alias=True
+    )
+
+    name: str
+    kind: Literal["error_rate", "p99_latency", "drift"]
+    above: float = Field(ge=0)
+    api: str | None = None
+    monitor: str | None = None
+    feature: str | None = None
+    window: int = Field(default=300, ge=1, le=3600)
+    for_: int = Field(default=0, ge=0, alias="for")
+    severity: str = "warning"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read(cls, data: Any) -> Any:
+        if isinstance(data, AlertRule):
+            return data
+        if not isinstance(data, Mapping):
+            raise PydanticCustomError(
+                "alert_rule",
+                "an alert rule is a mapping of {keys}, not {value}; write the rules as a list "
+                "under 'alerts:' in tiffin.yaml's settings",
+                {"keys": ", ".join(_ALERT_KEYS), "value": repr(data)},
+            )
+        name = data.get("name")
+        if not isinstance(name, str) or not _ALERT_NAME.fullmatch(name):
+            raise PydanticCustomError(
+                "alert_rule",
+                "an alert rule's name must start with a letter and hold only letters, "
+                "digits, '_', '-' and '.' (at most 63), not {value}",
+                {"value": repr(name)},
+            )
+        unknown = sorted(str(key) for key in data if key not in _ALERT_KEYS)
+        if unknown:
+            raise PydanticCustomError(
+                "alert_rule",
+                "alert rule '{rule}' has an unknown key '{key}'; its keys are {keys}",
+                {"rule": name, "key": unknown[0], "keys": ", ".join(_ALERT_KEYS)},
+            )
+        kind = data.get("kind")
+        if kind not in ("error_rate", "p99_latency", "drift"):
+            raise PydanticCustomError(
+                "alert_rule",
+                "alert rule '{rule}' has kind {value}; use error_rate, p99_latency or drift",
+                {"rule": name, "value": repr(kind)},
+            )
+        wrong = ("monitor", "feature") if kind != "drift" else ("api",)
+        for key in wrong:
+            if data.get(key) is not None:
+                allowed = "api" if kind != "drift" else "monitor and feature"
+                raise PydanticCustomError(
+                    "alert_rule",
+                    "alert rule '{rule}' of kind {kind} cannot have '{key}' (it takes {allowed})",
+                    {"rule": name, "kind": kind, "key": key, "allowed": allowed},
+                )
+        above = data.get("above")
+        if kind == "error_rate" and isinstance(above, int | float) and above >= 1:
+            raise PydanticCustomError(
+                "alert_rule",
+                "alert rule '{rule}' fires above an error rate of {above}, which no share of "
+                "requests can exceed; give a share from 0 to 1 (0.05 for 5%)",
+                {"rule": name, "above": above},
+            )
+        read = dict(data)
+        for key in ("window", "for"):
+            if read.get(key) is not None:
+                read[key] = _duration(read[key], name, key)
+        if not 1 <= read.get("window", 1) <= 3600:
+            raise PydanticCustomError(
+                "alert_rule",
+                "alert rule '{rule}' has a window of {value} s; give 1 s to 1 h (the server "
+                "keeps an hour of its metrics)",
+                {"rule": name, "value": read["window"]},
+            )
+        return read
 
 
 class Settings(BaseModel):
@@ -83,6 +220,36 @@ class Settings(BaseModel):
         protocols: the serving protocols every service gets beside its own APIs (see
             ``tiffin.protocols``): ``all`` installed ones, ``none``, or their names
             (``oip``).
+        tracing: OpenTelemetry spans for each request (``tiffin.observability.tracing``):
+            ``on`` (needs ``tiffin[otel]``), ``off``, or ``auto``: on in ``tiffin serve``
+            when the SDK is installed and the ``OTEL_*`` environment names an exporter or
+            an OTLP endpoint.
+        log_request_bodies: log the body of each API request (its first 2 KiB; JSON, form
+            and text bodies only, never files, multipart forms or other binary bodies)
+            at debug level on the ``tiffin.body`` logger, shown whatever ``log_level``
+            says. Off by default: bodies may hold personal data.
+        history_interval: seconds between two samples of the server's metrics, which
+            ``/dashboard`` charts over the last hour and alert rules are measured on.
+        alerts: alert rules (``AlertRule``); the server logs each alert that fires or
+            resolves, and posts it to ``alert_webhook``.
+        alert_webhook: an ``http://`` or ``https://`` URL each alert is POSTed to as JSON.
+        monitor_dir: where ``tiffin.monitor`` writes what it logs, as
+            ``<monitor_dir>/<service>/<monitor>/``; none: ``<home>/monitoring``.
+        monitor_format: the store's files: ``jsonl`` (JSON lines), or ``parquet`` (each
+            file is converted when it is rotated; needs ``tiffin[monitor]``).
+        monitor_sample_rate: the share of records a monitor keeps, from 0 to 1, unless
+            ``tiffin.monitor(name, sample_rate=...)`` says otherwise.
+        monitor_queue_size: records a worker holds for its writer thread; past it a
+            record is dropped (and counted in ``tiffin_monitor_dropped_total``), never
+            waited for.
+        monitor_rotate_seconds, monitor_rotate_bytes: a store file is finished and a new
+            one begun when the file is this old or this large.
+        monitor_reference: the data set each monitor's live drift is measured against
+            (``tiffin_drift_score``): a file (Parquet, CSV or JSON lines) for every
+            monitor, or ``monitor=path`` entries, comma-separated or as a list; a relative
+            path is read from the directory the server runs in; none: no live drift.
+        monitor_drift_interval: seconds between two computations of the live drift.
+        monitor_drift_window: seconds of the most recent records the live drift covers.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -114,6 +281,20 @@ class Settings(BaseModel):
     task_result_ttl: float = Field(default=86400.0, gt=0)
     grpc_port: int | None = Field(default=None, ge=0, le=65535)
     protocols: tuple[str, ...] = ("all",)
+    tracing: Literal["auto", "on", "off"] = "auto"
+    log_request_bodies: bool = False
+    history_interval: float = Field(default=5.0, ge=1, le=60)
+    alerts: tuple[AlertRule, ...] = ()
+    alert_webhook: str | None = None
+    monitor_dir: Path | None = None
+    monitor_format: Literal["jsonl", "parquet"] = "jsonl"
+    monitor_sample_rate: float = Field(default=1.0, ge=0, le=1)
+    monitor_queue_size: int = Field(default=10_000, ge=1)
+    monitor_rotate_seconds: float = Field(default=3600.0, gt=0)
+    monitor_rotate_bytes: int = Field(default=64 << 20, ge=1)
+    monitor_reference: str | tuple[str, ...] | None = None
+    monitor_drift_interval: float = Field(default=60.0, gt=0)
+    monitor_drift_window: float = Field(default=3600.0, gt=0)
 
     @field_validator("tasks_url")
     @classmethod
@@ -122,6 +303,26 @@ class Settings(BaseModel):
             raise ValueError(
                 "a task store is given by a URL starting with redis://, rediss:// or sqlite:///"
             )
+        return value
+
+    @field_validator("alerts")
+    @classmethod
+    def _alert_names(cls, value: tuple[AlertRule, ...]) -> tuple[AlertRule, ...]:
+        names = [rule.name for rule in value]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise PydanticCustomError(
+                "alert_rule",
+                "two alert rules are named '{name}'; give each its own name",
+                {"name": twice[0]},
+            )
+        return value
+
+    @field_validator("alert_webhook")
+    @classmethod
+    def _webhook_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("the alert webhook is a URL starting with http:// or https://")
         return value
 
     def model_post_init(self, context: Any, /) -> None:

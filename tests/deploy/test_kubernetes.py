@@ -776,3 +776,150 @@ def test_quickstart_bundle_through_the_command(home: Path, bundle: Bundle, tmp_p
         "PodDisruptionBudget",
         "Service",
     ]
+
+
+# -- alert rules as a PrometheusRule ------------------------------------------------------
+
+RULES: list[dict[str, Any]] = [
+    {"name": "predict-errors", "kind": "error_rate", "api": "predict", "above": 0.05,
+     "window": "5m", "for": "1m"},
+    {"name": "slow", "kind": "p99_latency", "above": 0.25, "window": 60, "severity": "page"},
+    {"name": "drifting", "kind": "drift", "monitor": "iris", "feature": "petal_width",
+     "above": 0.2, "window": "1h"},
+]  # fmt: skip
+
+
+def test_alert_rules_are_a_prometheus_rule_beside_the_service_monitor(tmp_path: Path) -> None:
+    bundle = make_bundle(tmp_path, settings={"alerts": RULES})
+    objects = manifests(bundle, KubernetesOptions.from_bundle(bundle, **CUSTOM))
+    assert [obj["kind"] for obj in objects][-2:] == ["ServiceMonitor", "PrometheusRule"]
+    rule = objects[-1]
+    assert rule == {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": {"name": "iris", "namespace": "ml", "labels": LABELS},
+        "spec": {
+            "groups": [
+                {
+                    "name": "iris.tiffin",
+                    "rules": [
+                        {
+                            "alert": "predict-errors",
+                            "expr": 'sum(rate(tiffin_requests_total{job="iris",namespace="ml",'
+                            'api="predict",status=~"5.."}[5m])) / sum(rate('
+                            'tiffin_requests_total{job="iris",namespace="ml",api="predict"}'
+                            "[5m])) > 0.05",
+                            "for": "1m",
+                            "labels": {"severity": "warning"},
+                            "annotations": {
+                                "summary": "Error rate of API 'predict' above 5% over 5m"
+                            },
+                        },
+                        {
+                            "alert": "slow",
+                            "expr": "histogram_quantile(0.99, sum by (le) (rate("
+                            'tiffin_request_duration_seconds_bucket{job="iris",namespace="ml"}'
+                            "[1m]))) > 0.25",
+                            "labels": {"severity": "page"},
+                            "annotations": {
+                                "summary": "p99 latency of all APIs above 0.25 s over 1m"
+                            },
+                        },
+                        {
+                            "alert": "drifting",
+                            "expr": 'max(avg_over_time(tiffin_drift_score{job="iris",'
+                            'namespace="ml",monitor="iris",feature="petal_width"}[1h])) > 0.2',
+                            "labels": {"severity": "warning"},
+                            "annotations": {
+                                "summary": "Drift score of feature 'petal_width' of monitor "
+                                "'iris' above 0.2 over 1h"
+                            },
+                        },
+                    ],
+                }
+            ]
+        },
+    }
+    # the job the expressions select is the one the ServiceMonitor's targets get: the
+    # Service's name; and the rule's labels are every other object's
+    service = by_kind(objects)["Service"]
+    assert service["metadata"]["name"] == "iris"
+    assert by_kind(objects)["ServiceMonitor"]["spec"]["selector"]["matchLabels"] == SELECTOR
+    assert rule["metadata"] == {**by_kind(objects)["ServiceMonitor"]["metadata"]}
+
+
+def test_a_prometheus_rule_is_well_formed(tmp_path: Path) -> None:
+    """What the Prometheus operator's CRD and Prometheus' rule files accept; the CRD is
+    not among kubernetes-validate's schemas, so its structure is checked here."""
+    bundle = make_bundle(tmp_path, settings={"alerts": RULES})
+    options = KubernetesOptions.from_bundle(bundle, service_monitor=True)
+    rule = by_kind(manifests(bundle, options))["PrometheusRule"]
+    assert set(rule) == {"apiVersion", "kind", "metadata", "spec"}
+    assert set(rule["metadata"]) == {"name", "labels"}  # no namespace given: kubectl's
+    assert set(rule["spec"]) == {"groups"}
+    (group,) = rule["spec"]["groups"]
+    assert set(group) == {"name", "rules"}
+    names = [item["alert"] for item in group["rules"]]
+    assert names == ["predict-errors", "slow", "drifting"]
+    for item in group["rules"]:
+        assert set(item) <= {"alert", "expr", "for", "labels", "annotations"}
+        assert {"alert", "expr", "labels", "annotations"} <= set(item)
+        assert isinstance(item["expr"], str)
+        assert '{job="iris"' in item["expr"]
+        assert "namespace=" not in item["expr"]
+        assert item["expr"].count("(") == item["expr"].count(")")
+        assert all(
+            isinstance(v, str) for v in (*item["labels"].values(), *item["annotations"].values())
+        )
+    assert [item.get("for") for item in group["rules"]] == ["1m", None, None]  # 0 is left out
+    assert list(yaml.safe_load_all(render([rule]))) == [rule]
+
+
+def test_no_prometheus_rule_without_rules_or_without_the_service_monitor(tmp_path: Path) -> None:
+    without_rules = make_bundle(tmp_path)
+    options = KubernetesOptions.from_bundle(without_rules, service_monitor=True)
+    assert "PrometheusRule" not in [o["kind"] for o in manifests(without_rules, options)]
+    with_rules = make_bundle(tmp_path, settings={"alerts": RULES})
+    assert [o["kind"] for o in manifests(with_rules)] == ["Deployment", "Service"]
+
+
+def test_write_removes_the_prometheus_rule_once_the_rules_are_gone(tmp_path: Path) -> None:
+    out = tmp_path / "k8s"
+    with_rules = make_bundle(tmp_path, settings={"alerts": RULES})
+    write(
+        manifests(with_rules, KubernetesOptions.from_bundle(with_rules, service_monitor=True)), out
+    )
+    assert sorted(os.listdir(out)) == [
+        "deployment.yaml", "prometheusrule.yaml", "service.yaml", "servicemonitor.yaml",
+    ]  # fmt: skip
+    without = make_bundle(tmp_path)
+    objects = manifests(without, KubernetesOptions.from_bundle(without, service_monitor=True))
+    assert stale(objects, out) == [out / "prometheusrule.yaml"]
+    write(objects, out)
+    assert sorted(os.listdir(out)) == ["deployment.yaml", "service.yaml", "servicemonitor.yaml"]
+
+
+def test_cli_writes_the_prometheus_rule_of_a_built_bundle(home: Path, tmp_path: Path) -> None:
+    store = BundleStore(home)
+    with store.items.stage("iris", "v2") as staging:
+        with staging.open("src/service.py") as source:
+            source.write(b"class Iris: ...\n")
+        staging.commit(
+            {
+                "service": "service:Iris",
+                "service_name": "Iris",
+                "digest": "2" * 64,
+                "settings": {"alerts": [RULES[1]]},
+                "python_version": "3.11.9",
+                "tiffin_version": "0.1.0",
+            }
+        )
+    out = tmp_path / "k8s"
+    result = run(home, "iris:v2", "--service-monitor", "--namespace", "ml", "--output", str(out))
+    assert result.exit_code == 0, result.stderr
+    assert f"Wrote {out / 'prometheusrule.yaml'}\n" in result.stdout
+    rule = yaml.safe_load((out / "prometheusrule.yaml").read_text())
+    assert rule["spec"]["groups"][0]["rules"][0]["expr"] == (
+        "histogram_quantile(0.99, sum by (le) (rate(tiffin_request_duration_seconds_bucket"
+        '{job="iris",namespace="ml"}[1m]))) > 0.25'
+    )

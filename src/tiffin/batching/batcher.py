@@ -40,16 +40,20 @@ that does not match its inputs, exactly the requests of that batch fail.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from tiffin.batching.concat import concat, kind_of, rows_of, split
 from tiffin.exceptions import ServiceUnavailable, ValidationFailed
+
+if TYPE_CHECKING:
+    from tiffin.observability.tracing import Tracer
 
 __all__ = ["BatchMetrics", "Batcher", "LatencyModel"]
 
@@ -136,6 +140,7 @@ class _Pending:
     kind: tuple[Any, ...]
     future: asyncio.Future[Any]
     arrived: float = field(default_factory=time.perf_counter)
+    span: Any = None  # the request's span, when tracing
 
 
 class Batcher:
@@ -150,6 +155,7 @@ class Batcher:
         call: runs the function with merged keyword arguments (the server decides where:
             the event loop for ``async def``, a thread for ``def``).
         metrics: where to record batch sizes, waits, times and refusals.
+        tracer: records each request's wait and each batch's call as spans, when tracing.
     """
 
     def __init__(
@@ -162,6 +168,7 @@ class Batcher:
         dim: int,
         call: Callable[[dict[str, Any]], Awaitable[Any]],
         metrics: BatchMetrics | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self.api = api
         self.params = params
@@ -169,6 +176,7 @@ class Batcher:
         self.max_latency = max_latency_ms / 1000
         self.dim = dim
         self._call = call
+        self._tracer = tracer
         self.model = LatencyModel()
         self._queue: deque[_Pending] = deque()
         self._queued_rows = 0
@@ -235,12 +243,18 @@ class Batcher:
                 detail={"retry_after": 1, "estimated_wait_ms": round(wait * 1000, 1)},
             )
         pending = _Pending(kwargs, rows, kind, asyncio.get_running_loop().create_future())
+        if self._tracer is not None:
+            pending.span = self._tracer.current()
         self._queue.append(pending)
         self._queued_rows += rows
         if self._target and self._queued_rows >= self._target:
             self._filled.set()
         if self._worker is None:
-            self._worker = asyncio.get_running_loop().create_task(self._drain())
+            # A context of its own: one copied from this request would make the ids of
+            # this request those of every batch the task runs (in log lines and traces).
+            self._worker = asyncio.get_running_loop().create_task(
+                self._drain(), context=contextvars.Context()
+            )
         return await pending.future
 
     def _take(self) -> list[_Pending]:
@@ -315,7 +329,11 @@ class Batcher:
                 name: concat([pending.kwargs[name] for pending in batch], self.dim)
                 for name in self.params
             }
-            output = await self._call(merged)
+            output = await (
+                self._call(merged)
+                if self._tracer is None
+                else self._tracer.batch(self.api, batch, started, self._call, merged)
+            )
             parts = split(output, sizes, self.dim)
         except Exception as exc:
             for pending in batch:

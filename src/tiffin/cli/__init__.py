@@ -33,6 +33,7 @@ _COMMANDS = {
     "containerize": "tiffin.cli.containerize:containerize",
     "deploy": "tiffin.cli.deploy:deploy",
     "models": "tiffin.cli.models:models",
+    "monitor": "tiffin.cli.monitor:monitor",
     "serve": "tiffin.cli.serve:serve",
 }
 """Each command and where it is defined: imported when it runs (or for --help), so

@@ -10,6 +10,8 @@ stream for ``kubectl apply -f -``, and ``write`` puts each object in its own fil
                                                node drain (a minimum above one replica)
     ServiceMonitor (monitoring.coreos.com/v1)  with service_monitor=True; needs the
                                                Prometheus operator's CRDs in the cluster
+    PrometheusRule (monitoring.coreos.com/v1)  with service_monitor=True, when the bundle's
+                                               settings hold alert rules
 
 Values start from the bundle (``kubernetes:`` in its build spec, its ``envs`` and its
 server settings) and ``KubernetesOptions.from_bundle`` overrides what the caller passes;
@@ -40,6 +42,13 @@ How the manifests fit the server (``tiffin.server``):
 - **Metrics.** The pod template carries the ``prometheus.io/scrape``, ``/port`` and
   ``/path`` annotations that annotation-based Prometheus scrape configs read; ``/metrics``
   on any worker reports the sum over the pod's workers.
+- **Alerts.** The alert rules in the bundle's settings (``alerts``) run in each pod's
+  server, over that pod's metrics; the PrometheusRule holds the same rules as PromQL over
+  tiffin's metrics (``tiffin.observability.alerts.prometheus_rule``), which Prometheus
+  evaluates over every pod together. Its expressions select series by ``job``, the
+  Service's name, which is what the ServiceMonitor names its targets (and by
+  ``namespace`` when one is given): so it comes with the ServiceMonitor, and with no
+  rules there is none.
 
 Example:
     bundle = BundleStore.default().get("iris:latest")
@@ -65,6 +74,7 @@ from tiffin.bundles.bundle import Bundle
 from tiffin.deploy.dockerfile import USER_ID, grpc_port
 from tiffin.deploy.kubernetes_options import KubernetesOptions, object_name
 from tiffin.exceptions import InvalidArgument
+from tiffin.observability.alerts import prometheus_rule
 from tiffin.server.supervisor import GRACE_MARGIN
 
 __all__ = [
@@ -105,6 +115,7 @@ _FILES = {
     "HorizontalPodAutoscaler": "hpa.yaml",
     "PodDisruptionBudget": "pdb.yaml",
     "ServiceMonitor": "servicemonitor.yaml",
+    "PrometheusRule": "prometheusrule.yaml",
 }
 
 
@@ -179,8 +190,8 @@ def _probe(path: str, timing: Mapping[str, int]) -> dict[str, Any]:
 
 def manifests(bundle: Bundle, options: KubernetesOptions | None = None) -> list[dict[str, Any]]:
     """The Kubernetes objects that run ``bundle``: Deployment, Service, and when the
-    options call for them HorizontalPodAutoscaler, PodDisruptionBudget, ServiceMonitor
-    (see the module docstring for what each holds and why).
+    options call for them HorizontalPodAutoscaler, PodDisruptionBudget, ServiceMonitor,
+    PrometheusRule (see the module docstring for what each holds and why).
 
     Args:
         bundle: a built bundle.
@@ -271,6 +282,16 @@ def manifests(bundle: Bundle, options: KubernetesOptions | None = None) -> list[
             "endpoints": [{"port": "http", "path": "/metrics"}],
         }
         objects.append(make("monitoring.coreos.com/v1", "ServiceMonitor", monitor))
+        alerts = config.load(code=info.settings, environ=_environment(bundle, options)).alerts
+        if alerts:
+            matchers = {"job": options.name}
+            if options.namespace is not None:
+                matchers["namespace"] = options.namespace
+            group = {
+                "name": f"{options.name}.tiffin",
+                "rules": [prometheus_rule(rule, matchers) for rule in alerts],
+            }
+            objects.append(make("monitoring.coreos.com/v1", "PrometheusRule", {"groups": [group]}))
     return objects
 
 
@@ -306,7 +327,8 @@ def _document(obj: Mapping[str, Any]) -> str:
 
 def file_name(obj: Mapping[str, Any]) -> str:
     """The file ``write`` puts an object in: ``deployment.yaml``, ``service.yaml``,
-    ``hpa.yaml``, ``pdb.yaml``, ``servicemonitor.yaml`` (another kind: its name, lowercase)."""
+    ``hpa.yaml``, ``pdb.yaml``, ``servicemonitor.yaml``, ``prometheusrule.yaml`` (another
+    kind: its name, lowercase)."""
     kind = str(obj["kind"])
     return _FILES.get(kind, f"{kind.lower()}.yaml")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -100,10 +101,12 @@ class Model:
         return frameworks.get(name)
 
     def load(self, **kwargs: Any) -> Any:
-        """Load the model object; ``kwargs`` go to the framework (e.g. ``providers=`` for ONNX)."""
+        """Load the model object; ``kwargs`` go to the framework (e.g. ``providers=`` for ONNX).
+        The time each load takes is on ``/metrics`` as ``tiffin_model_load_seconds``."""
         handler = self.framework
+        started = time.perf_counter()
         try:
-            return handler.load(self.path, self.info.framework.options, **kwargs)
+            loaded = handler.load(self.path, self.info.framework.options, **kwargs)
         except TiffinError:
             raise
         except Exception as exc:
@@ -113,6 +116,12 @@ class Model:
                 "(framework versions) and 'tiffin models verify', or save it again.",
                 detail={"framework": handler.name, "tag": str(self.tag)},
             ) from exc
+        # Imported on first load, not with this module: prometheus_client takes ~45 ms to
+        # import, which a script that only saves models should not pay.
+        from tiffin.observability.metrics import model_loaded
+
+        model_loaded(self.info.name, self.info.version, time.perf_counter() - started)
+        return loaded
 
     def to_dict(self) -> dict[str, Any]:
         """What ``tiffin models get --output json`` prints."""

@@ -5,7 +5,16 @@ supervisor and every worker); it owns the root logger's handler, so the service'
 ``logging`` calls come out in the same format. A JSON line holds ``ts`` (ISO-8601, UTC),
 ``level``, ``logger``, ``message``, ``pid``, every ``extra=`` field the call gave (the
 access log adds ``method``, ``path``, ``status``, ``duration_ms``, ``request_id``), and
-``traceback`` when an exception is attached. Request bodies are never logged.
+``traceback`` when an exception is attached. A console line shows the extra fields as
+``key=value`` after the message.
+
+A line logged while a request is answered, by the service's code or by tiffin's, names
+it: the handler adds ``request_id`` (and ``trace_id`` and ``span_id`` when tracing is
+on) from ``tiffin.observability.context`` as the line is logged, on the thread that logs
+it; the server sets them per request, and runs the calls it hands to its thread pool in
+a copy of the request's context, so a ``def`` API's lines carry them too. A batched
+call serves many requests at once, so its lines carry no request id. Request bodies are
+logged only when ``log_request_bodies`` is set (``BodyLog``).
 
 Writing stays off the request path. The handler ``configure`` installs queues records
 and a thread of its own formats and writes them, a batch at a time, 50 ms after the first
@@ -53,10 +62,15 @@ from typing import Any, NamedTuple, TextIO
 import orjson
 
 from tiffin.config import Settings
+from tiffin.observability.context import request_id as _request_id
+from tiffin.observability.context import span_id as _span_id
+from tiffin.observability.context import trace_id as _trace_id
 
 __all__ = [
     "BATCH_INTERVAL",
+    "BODY_LIMIT",
     "AccessLog",
+    "BodyLog",
     "ConsoleFormatter",
     "JSONFormatter",
     "configure",
@@ -75,6 +89,11 @@ _WRITE_SIZE = getattr(select, "PIPE_BUF", 512)
 _MAX_QUEUED = 10_000
 _PLAIN = frozenset((str, int, float, bool, type(None)))
 _ACCESS = "tiffin.access"
+_BODY = "tiffin.body"
+BODY_LIMIT = 2048
+"""The most bytes of a request body ``BodyLog`` shows."""
+# Where a line's request and trace come from, when its call did not name them.
+_CONTEXT = (("request_id", _request_id), ("trace_id", _trace_id), ("span_id", _span_id))
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
 _STANDARD = frozenset(
@@ -140,7 +159,7 @@ class JSONFormatter(logging.Formatter):
 
     def format_access(self, access: _Access) -> str:
         """The line ``format`` gives the record of an access-log line, made directly."""
-        line = {
+        line: dict[str, Any] = {
             "ts": self._clock.stamp(access.created, "%Y-%m-%dT%H:%M:%S") + "Z",
             "level": "info",
             "logger": access.logger,
@@ -152,6 +171,9 @@ class JSONFormatter(logging.Formatter):
             "duration_ms": access.duration_ms,
             "request_id": access.request_id,
         }
+        if access.trace_id is not None:
+            line["trace_id"] = access.trace_id
+            line["span_id"] = access.span_id
         return orjson.dumps(line).decode()
 
 
@@ -182,11 +204,14 @@ class ConsoleFormatter(logging.Formatter):
 
     def format_access(self, access: _Access) -> str:
         """The line ``format`` gives the record of an access-log line, made directly."""
-        return (
+        text = (
             f"{self._clock.stamp(access.created, '%H:%M:%S')} INFO    {access.logger}  "
             f"{access.method} {access.path} {access.status}  "
             f"duration_ms={access.duration_ms} request_id={access.request_id}"
         )
+        if access.trace_id is not None:
+            text += f" trace_id={access.trace_id} span_id={access.span_id}"
+        return text
 
 
 def _plain(record: logging.LogRecord) -> bool:
@@ -210,6 +235,8 @@ class _Access(NamedTuple):
     status: int
     duration_ms: float
     request_id: str
+    trace_id: str | None = None
+    span_id: str | None = None
 
     def record(self) -> logging.LogRecord:
         """The record ``logger.info`` would have made, but for the thread it names."""
@@ -232,6 +259,9 @@ class _Access(NamedTuple):
         record.status = self.status
         record.duration_ms = self.duration_ms
         record.request_id = self.request_id
+        if self.trace_id is not None:
+            record.trace_id = self.trace_id
+            record.span_id = self.span_id
         return record
 
 
@@ -258,6 +288,13 @@ class _Handler(logging.Handler):
         os.register_at_fork(after_in_child=lambda: _after_fork(handler()))
 
     def emit(self, record: logging.LogRecord) -> None:
+        # The request and trace are read here, in the thread that logs: the writer
+        # thread, which formats most lines, has a context of its own.
+        fields = record.__dict__
+        for key, variable in _CONTEXT:
+            value = variable.get()
+            if value is not None and key not in fields:
+                fields[key] = value
         try:
             self._queue.append(record if _plain(record) else self.format(record))
         except Exception:
@@ -361,7 +398,8 @@ class _Handler(logging.Handler):
 
 class AccessLog:
     """The access log: one line per request on the ``tiffin.access`` logger, with
-    ``method``, ``path``, ``status``, ``duration_ms`` and ``request_id``.
+    ``method``, ``path``, ``status``, ``duration_ms`` and ``request_id``, and
+    ``trace_id`` and ``span_id`` when tracing has set them.
 
     Where the handler ``configure`` installs is the only one the line would reach (as in
     a ``tiffin serve`` worker), the values go straight onto its queue and its writer
@@ -383,25 +421,79 @@ class AccessLog:
         logger = self.logger
         if not logger.isEnabledFor(logging.INFO):
             return
+        trace_id = _trace_id.get()
+        span_id = _span_id.get() if trace_id is not None else None
         handler = _sole_handler(logger)
         if handler is not None:
-            line = _Access(logger.name, time.time(), method, path, status, duration_ms, request_id)
+            line = _Access(
+                logger.name,
+                time.time(),
+                method,
+                path,
+                status,
+                duration_ms,
+                request_id,
+                trace_id,
+                span_id,
+            )
             handler.access(line)
             return
-        logger.info(
-            "%s %s %s",
-            method,
-            path,
-            status,
+        extra = {
+            "method": method,
+            "path": path,
+            "status": status,
+            "duration_ms": duration_ms,
+            "request_id": request_id,
+        }
+        if trace_id is not None:
+            extra["trace_id"] = trace_id
+            extra["span_id"] = span_id
+        logger.info("%s %s %s", method, path, status, extra=extra, stacklevel=2)
+
+
+class BodyLog:
+    """Logs the body of each API request, for ``log_request_bodies``: one line at debug
+    level on the ``tiffin.body`` logger (which ``configure`` opens at debug level when
+    the setting is on, whatever ``log_level`` says), with ``api``, ``body`` (its first
+    ``BODY_LIMIT`` bytes, as text), ``size`` (in bytes) and ``truncated``, and the
+    request's id. Only JSON, form and text bodies are shown; files, multipart forms and
+    any other binary body never are.
+
+    Example:
+        bodies = BodyLog()
+        bodies("predict", b'{"x": 1.5}', "application/json")
+    """
+
+    def __init__(self, logger: logging.Logger | None = None) -> None:
+        self.logger = logger if logger is not None else logging.getLogger(_BODY)
+
+    def __call__(self, api: str, body: bytes, content_type: str) -> None:
+        if not (self.logger.isEnabledFor(logging.DEBUG) and _textual(content_type)):
+            return
+        self.logger.debug(
+            "Body of a request to %s (%d bytes)",
+            api,
+            len(body),
             extra={
-                "method": method,
-                "path": path,
-                "status": status,
-                "duration_ms": duration_ms,
-                "request_id": request_id,
+                "api": api,
+                "body": body[:BODY_LIMIT].decode("utf-8", "replace"),
+                "size": len(body),
+                "truncated": len(body) > BODY_LIMIT,
             },
             stacklevel=2,
         )
+
+
+def _textual(content_type: str) -> bool:
+    """Whether a body of ``content_type`` is text that a log line may show (no type:
+    the server reads it as JSON)."""
+    media = content_type.partition(";")[0].strip().lower()
+    return (
+        not media
+        or media in ("application/json", "application/x-www-form-urlencoded")
+        or media.endswith("+json")
+        or media.startswith("text/")
+    )
 
 
 def _sole_handler(logger: logging.Logger) -> _Handler | None:
@@ -468,4 +560,8 @@ def configure(settings: Settings, stream: TextIO | None = None) -> None:
     # matters, so uvicorn's own lines show at debug level only.
     logging.getLogger("uvicorn").setLevel(
         level if level == logging.DEBUG else max(level, logging.WARNING)
+    )
+    # Bodies are logged at debug level, and shown whenever they are asked for.
+    logging.getLogger(_BODY).setLevel(
+        logging.DEBUG if settings.log_request_bodies else logging.NOTSET
     )

@@ -1,9 +1,10 @@
 """The ASGI app built from a service.
 
 Every service gets, beside its APIs: ``/livez``, ``/readyz``, ``/metrics``,
-``/openapi.json`` and ``/docs``. The request path is kept short on purpose: routes are
-one dict lookup, headers are read in one pass, a request body is decoded with one JSON
-parse and one pydantic validation, and nothing is logged until the response is sent.
+``/openapi.json``, ``/docs`` and ``/dashboard``. The request path is kept short on
+purpose: routes are one dict lookup, headers are read in one pass, a request body is
+decoded with one JSON parse and one pydantic validation, and nothing is logged until the
+response is sent.
 A ``def`` API whose calls are short runs inline on the event loop instead of paying a
 thread hop per call (``tiffin.server.inline`` says when, and what that gives up); the
 access-log line is a tuple queued for the log's writer thread
@@ -16,6 +17,11 @@ Errors are JSON ``{"error": {"type", "message", "detail"}}`` with the status of 
 ``TiffinError`` class named in ``type``; an exception in the service's code is a 500
 carrying the request id, and its traceback is logged with that id.
 
+How an API's method runs once a request is read (inline, in a thread, batched; within
+the timeout and the concurrency limit) is ``tiffin.server.calls``; the serving protocols
+mounted beside the service's routes (the Open Inference Protocol, plugins) and their gRPC
+server are ``tiffin.server.mounts``.
+
 A service with ``@tiffin.task`` methods also gets each task's routes under ``/tasks/``,
 and its task store and runner opened and started in the lifespan; ``tiffin.server.tasks``
 holds them. None of that touches an API request: a task path other than a task's own is
@@ -25,38 +31,36 @@ looked for only when the route table has no match.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hmac
 import inspect
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
-from tiffin.batching import Batcher, BatchMetrics
 from tiffin.config import Settings
 from tiffin.exceptions import (
     MethodNotAllowed,
-    MissingDependency,
     PayloadTooLarge,
-    RequestTimeout,
     RouteNotFound,
-    ServiceError,
     ServiceUnavailable,
     TiffinError,
     Unauthorized,
     describe,
 )
 from tiffin.io import dumps
-from tiffin.observability import ServerMetrics
-from tiffin.observability.logging import AccessLog
-from tiffin.protocols import HttpHandler, HttpRequest, HttpResponse, Protocol
-from tiffin.protocols import Server as ProtocolServer
-from tiffin.protocols import enabled as enabled_protocols
+from tiffin.observability import ServerMetrics, tracing
+from tiffin.observability.alerts import Alerts
+from tiffin.observability.context import request_id as current_request_id
+from tiffin.observability.dashboard import Dashboard
+from tiffin.observability.history import History
+from tiffin.observability.logging import AccessLog, BodyLog
+from tiffin.observability.monitoring import Monitoring
 from tiffin.server import docs, openapi
-from tiffin.server.inline import InlinePolicy
-from tiffin.server.limits import ConcurrencyLimit
+from tiffin.server.calls import Calls
+from tiffin.server.mounts import Mounts, ProtocolRoute, error_headers
 from tiffin.server.request import Handler, Receive, Request, Scope, Send, new_request_id
 from tiffin.server.runtime import ServiceRuntime
 from tiffin.server.tasks import TaskRoutes
@@ -94,33 +98,15 @@ class App:
         self.spec = spec
         self.version = version
         self.settings = settings
+        self.tracer = tracing.tracer(settings, spec)  # None when tracing is off
         self.runtime = ServiceRuntime(spec, remote=remote)
         self.metrics = ServerMetrics(list(spec.apis))
-        self.limit = ConcurrencyLimit(settings.max_concurrency, settings.max_queue)
-        self.executor = ThreadPoolExecutor(
-            settings.max_concurrency, thread_name_prefix=f"tiffin-{spec.name}"
-        )
-        self.inline = {
-            api.name: InlinePolicy(timeout=settings.timeout, offload=api.offload)
-            for api in spec.apis.values()
-            if not api.is_async and api.batch is None
-        }
-        batch_metrics = BatchMetrics(self.metrics.registry)
-        self.batchers = {
-            api.name: Batcher(
-                api.name,
-                tuple(param.name for param in api.io.params),
-                max_size=api.batch.max_size,
-                max_latency_ms=api.batch.max_latency_ms,
-                dim=api.batch.dim,
-                call=partial(self._call_batch, api),
-                metrics=batch_metrics,
-            )
-            for api in spec.apis.values()
-            if api.batch is not None
-        }
+        self.calls = Calls(spec, settings, self.runtime, self.metrics.registry, self.tracer)
+        self.limit = self.calls.limit
+        self.executor = self.calls.executor
         self.startup_error: BaseException | None = None
         self._access = AccessLog()
+        self._bodies = BodyLog() if settings.log_request_bodies else None
         self._keys = tuple(key.encode() for key in settings.api_keys)
         self._cors = frozenset(settings.cors_origins)
         self._routes: dict[str, Handler] = {
@@ -130,19 +116,36 @@ class App:
             "/openapi.json": self._openapi,
         }
         for route, api in spec.routes().items():
-            self._routes[route] = partial(self._api, api)
+            handler: Handler = partial(self._api, api)
+            if self.tracer is not None:  # a server span around each request, when tracing
+                handler = self.tracer.server(api, route, handler)
+            self._routes[route] = handler
         self.tasks: TaskRoutes | None = None
         if spec.tasks:
             self.tasks = TaskRoutes(self, spec, settings, self.metrics.registry)
             self._routes.update(self.tasks.routes())
-        self.protocols: list[Protocol] = []
-        self._prefixes: list[tuple[str, Handler]] = []
-        self._grpc: Any = None
-        self._add_protocols()
+        self.mounts = Mounts(self)
+        self.mounts.mount(self._routes)
+        self.protocols = self.mounts.protocols
+        if self.tracer is not None:  # a protocol's calls get a span of their own
+            self.call = self.tracer.protocol(self.call)  # type: ignore[method-assign]
         # Things that run beside the service in each worker (samplers, evaluators): each
         # has ``async start()`` and ``async stop()``, run after the service has started
         # and before it stops, in order and in reverse.
         self.background: list[Any] = []
+        # An hour of the server's metrics for /dashboard, and the alert rules measured on it
+        self.history = History(self.metrics, spec.apis, interval=settings.history_interval)
+        self.alerts = Alerts(
+            spec.name,
+            settings.alerts,
+            self.history,
+            webhook=settings.alert_webhook,
+            directory=self.metrics.multiprocess_dir,
+        )
+        self.background += [self.history, self.alerts]
+        self._dashboard = Dashboard(spec.name, self.history, self.alerts)
+        self._routes["/dashboard/data"] = self._dashboard_data
+        self.background.append(Monitoring(spec.name, settings, self.metrics.registry))
         self._docs = docs.Docs(spec, openapi.build(spec))
         self._openapi_body = dumps(self._docs.openapi)
 
@@ -180,14 +183,13 @@ class App:
         if self.tasks is not None:
             await self.tasks.open()
         await self.runtime.start()
+        if self.tracer is not None:
+            self.tracer.dependencies(self.runtime)
         if self.tasks is not None:
             await self.tasks.start(self.runtime.instance)
-        for protocol in self.protocols:
-            await protocol.start()
         for part in self.background:
             await part.start()
-        if self.settings.grpc_port is not None:
-            await self._start_grpc(self.settings.grpc_port)
+        await self.mounts.start()
 
     async def _stop(self) -> None:
         for part in reversed(self.background):
@@ -195,14 +197,14 @@ class App:
                 await part.stop()
             except Exception:
                 log.exception("%s failed to stop cleanly", type(part).__name__)
-        await self._stop_protocols()
+        await self.mounts.stop()
         if self.tasks is not None:
             await self.tasks.stop()
         try:
             await self.runtime.stop()
         except Exception:
             log.exception("Service %s failed to stop cleanly", self.spec.name)
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.calls.shutdown()
         if self.tasks is not None:
             await self.tasks.close()
 
@@ -214,6 +216,8 @@ class App:
         if handler is None:
             handler = self._unrouted(path)
         status = 500
+        # Read by log lines the request's code writes (tiffin.observability.logging).
+        token = current_request_id.set(request.request_id)
         try:
             if scope["method"] == "OPTIONS" and self._cors:
                 status = await self._preflight(send, request)
@@ -224,11 +228,13 @@ class App:
                     detail={"path": path},
                 )
             else:
-                if type(handler) is not _ProtocolRoute:  # that checks, answering in its shape
+                if type(handler) is not ProtocolRoute:  # that checks, answering in its shape
                     self._check_key(path, request)
                 status = await handler(scope, receive, send, request)
         except TiffinError as exc:
             status = await self._error(send, request, exc)
+        finally:
+            current_request_id.reset(token)
         if self.settings.access_log:
             duration_ms = round((time.perf_counter() - started) * 1000, 3)
             self._access(scope["method"], path, status, duration_ms, request.request_id)
@@ -238,112 +244,13 @@ class App:
         and a task's status, result and cancel paths."""
         if path == "/docs" or path.startswith("/docs/"):
             return self._serve_docs
+        if path == "/dashboard" or path.startswith("/dashboard/"):
+            return self._serve_dashboard
         if self.tasks is not None and path.startswith("/tasks/"):
             return self.tasks.item
-        for prefix, handler in self._prefixes:
-            if path.startswith(prefix):
-                return handler
-        return None
+        return self.mounts.prefixed(path)
 
     # -- protocols -------------------------------------------------------------------
-
-    def _add_protocols(self) -> None:
-        """Make each enabled protocol and take its HTTP routes; a path the service's
-        own routes have already is left to them."""
-        server = ProtocolServer(self)
-        for cls in enabled_protocols(self.settings.protocols):
-            protocol = cls(server)
-            self.protocols.append(protocol)
-            for path, handler in protocol.http_routes().items():
-                route = _ProtocolRoute(self, protocol, handler)
-                if path.endswith("/*"):
-                    self._prefixes.append((path[:-1], route))
-                elif path in self._routes:
-                    log.warning(
-                        "The %s protocol's route %s is left to the service's own API there.",
-                        protocol.name,
-                        path,
-                    )
-                else:
-                    self._routes[path] = route
-        self._prefixes.sort(key=lambda item: -len(item[0]))
-
-    async def protocol_route(
-        self,
-        protocol: Protocol,
-        handler: HttpHandler,
-        scope: Scope,
-        receive: Receive,
-        request: Request,
-    ) -> tuple[HttpResponse, list[tuple[bytes, bytes]]]:
-        """A protocol's answer on one of its routes, and the headers to add to it. Errors,
-        the server's own too (no valid API key, a body over the limit) and any exception
-        of the protocol's code, go back in the protocol's shape."""
-        method = scope["method"]
-        try:
-            if not self.authorized(request.api_key):
-                raise self._unauthorized(request)
-            body = b"" if method in ("GET", "HEAD") else await self._body(receive, request)
-            headers = {
-                key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]
-            }
-            query = scope.get("query_string", b"").decode("latin-1")
-            response = await handler(
-                HttpRequest(method, scope["path"], query, headers, body, request.request_id)
-            )
-        except Exception as exc:
-            error = exc if isinstance(exc, TiffinError) else self._protocol_failed(protocol, exc)
-            response = protocol.http_error(error)
-            named = {key.lower() for key, _ in response.headers}
-            extra = [
-                (key, value) for key, value in _error_headers(error) if key.decode() not in named
-            ]
-        else:
-            extra = []
-        extra.extend(
-            (key.encode("latin-1"), value.encode("latin-1")) for key, value in response.headers
-        )
-        return response, extra
-
-    def _protocol_failed(self, protocol: Protocol, exc: Exception) -> ServiceError:
-        log.error("The %s protocol raised %s", protocol.name, type(exc).__name__, exc_info=exc)
-        return ServiceError(
-            f"The {protocol.name} protocol failed: its code raised {type(exc).__name__}. The "
-            "server log has the traceback.",
-            detail={"protocol": protocol.name},
-        )
-
-    async def _start_grpc(self, port: int) -> None:
-        try:
-            from tiffin.server.grpc_server import GrpcServer
-        except ImportError:
-            raise MissingDependency(
-                "Serving gRPC (--grpc-port) needs the grpcio package. Install it with: "
-                "pip install 'tiffin[grpc]'",
-                detail={"extra": "grpc"},
-            ) from None
-        handlers = [handler for protocol in self.protocols for handler in protocol.grpc_handlers()]
-        if not handlers:
-            log.warning("No protocol serves gRPC, so nothing listens on the gRPC port %d.", port)
-            return
-        self._grpc = GrpcServer(
-            handlers,
-            host=self.settings.host,
-            port=port,
-            max_message=self.settings.max_body_size,
-            authorized=self.authorized if self._keys else None,
-        )
-        await self._grpc.start()
-
-    async def _stop_protocols(self) -> None:
-        if self._grpc is not None:
-            await self._grpc.stop(self.settings.grace_period)
-            self._grpc = None
-        for protocol in reversed(self.protocols):
-            try:
-                await protocol.stop()
-            except Exception:
-                log.exception("The %s protocol failed to stop cleanly", protocol.name)
 
     async def call(self, name: str, arguments: Any, request_id: str) -> Any:
         """Run an API for a protocol: ``tiffin.protocols.Server.call`` says how."""
@@ -358,15 +265,17 @@ class App:
         started = time.perf_counter()
         self.metrics.started(api.name)
         status = 500
+        token = current_request_id.set(request_id)  # a gRPC call has no _http to set it
         try:
             kwargs = api.io.validate(arguments)
-            result = await self._run(api, kwargs, request_id)
+            result = await self.calls.run(api, kwargs, request_id)
             status = 200
             return result
         except TiffinError as exc:
             status = exc.status_code
             raise
         finally:
+            current_request_id.reset(token)
             self.metrics.finished(api.name, status, time.perf_counter() - started)
 
     # -- responses -------------------------------------------------------------------
@@ -401,7 +310,7 @@ class App:
 
     async def _error(self, send: Send, request: Request, exc: TiffinError) -> int:
         body = dumps(exc.to_dict())
-        return await self._respond(send, request, exc.status_code, body, extra=_error_headers(exc))
+        return await self._respond(send, request, exc.status_code, body, extra=error_headers(exc))
 
     async def _preflight(self, send: Send, request: Request) -> int:
         if not ("*" in self._cors or request.origin in self._cors):
@@ -434,6 +343,11 @@ class App:
             return
         if path == "/docs" or path.startswith("/docs/"):
             return  # the page and its assets; the page itself sends the key for /openapi.json
+        if path == "/dashboard/data":
+            if not self.settings.metrics_need_key:
+                return
+        elif path == "/dashboard" or path.startswith("/dashboard/"):
+            return  # the page and its assets; the page sends the key for /dashboard/data
         if path == "/openapi.json" and not self.settings.docs_need_key:
             return
         if not self.authorized(request.api_key):
@@ -520,6 +434,25 @@ class App:
         self._only(scope, "GET", "HEAD")
         return await self._respond(send, request, 200, self._openapi_body)
 
+    async def _serve_dashboard(
+        self, scope: Scope, receive: Receive, send: Send, request: Request
+    ) -> int:
+        self._only(scope, "GET", "HEAD")
+        found = self._dashboard.asset(scope["path"])
+        if found is None:
+            raise RouteNotFound(f"No dashboard page at {scope['path']}. Open /dashboard.")
+        body, content_type = found
+        extra = [(b"cache-control", b"no-cache")]
+        return await self._respond(send, request, 200, body, content_type=content_type, extra=extra)
+
+    async def _dashboard_data(
+        self, scope: Scope, receive: Receive, send: Send, request: Request
+    ) -> int:
+        self._only(scope, "GET")
+        body = self._dashboard.data(scope.get("query_string", b""))
+        extra = [(b"cache-control", b"no-store")]
+        return await self._respond(send, request, 200, body, extra=extra)
+
     async def _serve_docs(
         self, scope: Scope, receive: Receive, send: Send, request: Request
     ) -> int:
@@ -549,11 +482,16 @@ class App:
         kwargs: dict[str, Any] = {}
         try:
             body = await self._body(receive, request)
-            kwargs = api.io.decode(body, request.content_type)
+            if self._bodies is not None:
+                self._bodies(api.name, body, request.content_type)
+            if self.tracer is None:
+                kwargs = api.io.decode(body, request.content_type)
+            else:
+                kwargs = self.tracer.validate(api, body, request.content_type)
             if api.io.stream:
                 status = await self._stream(api, kwargs, receive, send, request)
             else:
-                result = await self._run(api, kwargs, request.request_id)
+                result = await self.calls.run(api, kwargs, request.request_id)
                 payload, media_type = api.io.encode(result, request.accept)
                 status = await self._respond(
                     send, request, 200, payload, content_type=media_type.encode()
@@ -566,113 +504,6 @@ class App:
                 api.io.cleanup(kwargs)
             self.metrics.finished(api.name, status, time.perf_counter() - started)
         return status
-
-    def _failed(self, api: Api[Any, Any], request_id: str, exc: BaseException) -> ServiceError:
-        log.error(
-            "API %s raised %s (request %s)",
-            api.name,
-            type(exc).__name__,
-            request_id,
-            exc_info=exc,
-            extra={"request_id": request_id, "api": api.name},
-        )
-        return ServiceError(
-            f"API '{api.name}' failed: the service's code raised {type(exc).__name__}. The "
-            f"server log has the traceback under request id {request_id}.",
-            detail={"request_id": request_id, "api": api.name},
-        )
-
-    async def _call_batch(self, api: Api[Any, Any], merged: dict[str, Any]) -> Any:
-        """One call of a batched API's method with the merged rows of several requests:
-        ``async def`` on the event loop, ``def`` in a thread (a batch is the heavy kind of
-        call the thread pool is for)."""
-        method = getattr(self.runtime.instance, api.attribute)
-        if api.is_async:
-            return await method(**merged)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, partial(method, **merged))
-
-    async def _run_batched(
-        self, api: Api[Any, Any], kwargs: dict[str, Any], request_id: str
-    ) -> Any:
-        timeout = self.settings.timeout
-        try:
-            return await asyncio.wait_for(self.batchers[api.name].submit(kwargs), timeout)
-        except TimeoutError:
-            raise self._timed_out(api, timeout) from None
-        except TiffinError:
-            raise
-        except Exception as exc:
-            raise self._failed(api, request_id, exc) from exc
-
-    async def _run(self, api: Api[Any, Any], kwargs: dict[str, Any], request_id: str) -> Any:
-        """Call an API's method with a request's arguments, holding a concurrency slot:
-        ``async def`` on the event loop, ``def`` inline or in a thread (whichever
-        ``tiffin.server.inline`` decides), within the timeout either way."""
-        if api.batch is not None:  # the batcher has its own admission and concurrency
-            return await self._run_batched(api, kwargs, request_id)
-        method = getattr(self.runtime.instance, api.attribute)
-        timeout = self.settings.timeout
-        policy = self.inline.get(api.name)
-        await self.limit.acquire()
-        deadline: asyncio.Timeout | None = None
-        try:
-            if policy is not None and policy.inline():
-                result, seconds = self._call_inline(method, kwargs, policy)
-                if seconds > timeout:  # it could not be stopped, but it still is too late
-                    raise self._timed_out(api, timeout)
-                return result
-            async with asyncio.timeout(timeout) as deadline:
-                if policy is not None:
-                    return await self._call_in_thread(method, kwargs, policy)
-                try:
-                    return await method(**kwargs)
-                finally:
-                    self.limit.release()
-        except TiffinError:
-            raise
-        except Exception as exc:
-            if isinstance(exc, TimeoutError) and deadline is not None and deadline.expired():
-                raise self._timed_out(api, timeout) from None
-            raise self._failed(api, request_id, exc) from exc
-
-    def _call_inline(
-        self, method: Callable[..., Any], kwargs: dict[str, Any], policy: InlinePolicy
-    ) -> tuple[Any, float]:
-        # Like a call in a thread, the method sees no running event loop.
-        loop = asyncio._get_running_loop()
-        asyncio._set_running_loop(None)
-        started = time.perf_counter()
-        try:
-            return method(**kwargs), time.perf_counter() - started
-        finally:
-            seconds = time.perf_counter() - started
-            asyncio._set_running_loop(loop)
-            self.limit.release()
-            policy.observe(seconds, inline=True)
-
-    async def _call_in_thread(
-        self, method: Callable[..., Any], kwargs: dict[str, Any], policy: InlinePolicy
-    ) -> Any:
-        call = _Timed(method, kwargs)
-        future = asyncio.get_running_loop().run_in_executor(self.executor, call)
-
-        def finished(_: object) -> None:
-            # The slot is held until the thread really finishes, even after a 504: a
-            # thread cannot be stopped, so its work still counts against max_concurrency.
-            self.limit.release()
-            policy.observe(call.seconds, inline=False)
-
-        future.add_done_callback(finished)
-        return await asyncio.shield(future)
-
-    @staticmethod
-    def _timed_out(api: Api[Any, Any], timeout: float) -> RequestTimeout:
-        return RequestTimeout(
-            f"API '{api.name}' did not answer within {timeout:g} s. Send less work per request, "
-            "or raise the limit with TIFFIN_TIMEOUT or @tiffin.service(timeout=...).",
-            detail={"timeout": timeout, "api": api.name},
-        )
 
     async def _stream(
         self,
@@ -700,18 +531,20 @@ class App:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         loop = asyncio.get_running_loop()
         done = object()
+        context = contextvars.copy_context()  # the request's, for each step in a thread
+        step = partial(next, generator, done)
         try:
             while not disconnected.is_set():
                 try:
                     if inspect.isasyncgen(generator):
                         item = await anext(generator, done)
                     else:
-                        item = await loop.run_in_executor(self.executor, next, generator, done)
+                        item = await loop.run_in_executor(self.executor, context.run, step)
                 except Exception as exc:
                     error = (
                         exc
                         if isinstance(exc, TiffinError)
-                        else self._failed(api, request.request_id, exc)
+                        else self.calls.failed(api, request.request_id, exc)
                     )
                     event = b"event: error\ndata: " + dumps(error.to_dict()) + b"\n\n"
                     await send({"type": "http.response.body", "body": event, "more_body": True})
@@ -727,65 +560,10 @@ class App:
             if inspect.isasyncgen(generator):
                 await generator.aclose()
             else:
-                await loop.run_in_executor(self.executor, generator.close)
+                # a copy: a step cancelled with its task may still run in the context
+                await loop.run_in_executor(self.executor, context.copy().run, generator.close)
             self.limit.release()
         return 200
-
-
-def _error_headers(exc: TiffinError) -> list[tuple[bytes, bytes]]:
-    """The headers an error's response carries beside its body."""
-    if isinstance(exc, ServiceUnavailable):
-        return [(b"retry-after", str(exc.detail.get("retry_after", 1)).encode())]
-    if isinstance(exc, Unauthorized):
-        return [(b"www-authenticate", b'Bearer realm="tiffin"')]
-    if isinstance(exc, MethodNotAllowed):
-        return [(b"allow", ", ".join(exc.detail.get("allowed", [])).encode())]
-    return []
-
-
-class _ProtocolRoute:
-    """The handler of one protocol route: the protocol's ``HttpHandler`` behind the
-    app's route signature. ``App._http`` knows it by type: it checks the API key itself,
-    so that a refusal is in the protocol's shape."""
-
-    __slots__ = ("app", "handler", "protocol")
-
-    def __init__(self, app: App, protocol: Protocol, handler: HttpHandler) -> None:
-        self.app = app
-        self.protocol = protocol
-        self.handler = handler
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send, request: Request) -> int:
-        response, extra = await self.app.protocol_route(
-            self.protocol, self.handler, scope, receive, request
-        )
-        return await self.app._respond(
-            send,
-            request,
-            response.status,
-            response.body,
-            content_type=response.content_type.encode("latin-1"),
-            extra=extra,
-        )
-
-
-class _Timed:
-    """A sync API call for a worker thread, timed where it runs (so the time excludes
-    the wait for a thread and for the GIL before it starts)."""
-
-    __slots__ = ("kwargs", "method", "seconds")
-
-    def __init__(self, method: Callable[..., Any], kwargs: dict[str, Any]) -> None:
-        self.method = method
-        self.kwargs = kwargs
-        self.seconds = 0.0
-
-    def __call__(self) -> Any:
-        started = time.perf_counter()
-        try:
-            return self.method(**self.kwargs)
-        finally:
-            self.seconds = time.perf_counter() - started
 
 
 def create_app(

@@ -37,7 +37,6 @@ import uvicorn
 import uvicorn.lifespan.on
 import uvicorn.loops.uvloop
 import uvicorn.protocols.http.httptools_impl
-from prometheus_client import values as prometheus_values
 
 from tiffin import config
 from tiffin.bundles.serving import load_bundle
@@ -45,7 +44,10 @@ from tiffin.bundles.store import BundleStore
 from tiffin.config import Settings
 from tiffin.exceptions import TiffinError, describe
 from tiffin.models import ModelStore
+from tiffin.observability import tracing
+from tiffin.observability.alerts import check as check_alerts
 from tiffin.observability.logging import configure as configure_logging
+from tiffin.observability.metrics import use_multiprocess
 from tiffin.server.app import create_app
 from tiffin.service import ServiceSpec
 from tiffin.service.loader import load_service, locate
@@ -65,7 +67,9 @@ def service_settings(
 ) -> Settings:
     """The settings a service is served with: its ``@tiffin.service`` arguments, then
     ``directory``'s tiffin.yaml, the ``TIFFIN_*`` environment and ``flags``."""
-    return config.load(code=spec.config, directory=directory, environ=os.environ, flags=flags)
+    settings = config.load(code=spec.config, directory=directory, environ=os.environ, flags=flags)
+    check_alerts(settings.alerts, spec.name, spec.apis)  # before anything starts
+    return settings
 
 
 @dataclass(frozen=True)
@@ -208,8 +212,7 @@ def run_forked(options: WorkerOptions, spec: ServiceSpec, metrics_dir: str) -> N
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         os.close(devnull)
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-        prometheus_values.ValueClass = prometheus_values.get_value_class()  # type: ignore[no-untyped-call]
+        use_multiprocess(metrics_dir)
         code = run(options, spec)
     except BaseException:  # nothing may escape into the supervisor's code
         with contextlib.suppress(BaseException):
@@ -252,6 +255,11 @@ def run(options: WorkerOptions, spec: ServiceSpec | None = None) -> int:
     if stop.is_set():
         return 0
     version = options.bundle[0].partition(":")[2] if options.bundle is not None else ""
+    try:  # here, after the fork: the SDK's exporters run threads of their own
+        settings = tracing.configure(settings, spec.name, os.environ, version=version)
+    except TiffinError as exc:
+        channel.tell(**_failure(exc, directory))
+        return STARTUP_FAILED
     app = create_app(spec, settings, version=version)
     server = _Server(
         uvicorn.Config(
@@ -280,6 +288,7 @@ def run(options: WorkerOptions, spec: ServiceSpec | None = None) -> int:
     listener = socket.socket(fileno=options.listen_fd)
     with contextlib.suppress(SystemExit):  # uvicorn's way of saying the startup failed
         server.run(sockets=[listener])
+    tracing.flush()  # a forked worker leaves by os._exit, which runs no exit hooks
     if server.started:
         _abandon_stuck_calls(time.monotonic() + 0.5)
         return 0

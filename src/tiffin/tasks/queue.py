@@ -218,10 +218,13 @@ class TaskQueue:
     async def cancel(self, task: Task[Any, Any], task_id: str) -> TaskRecord:
         """Cancel a queued task, or ask a running one to stop; a cancelled one stays so.
         Raises ``Conflict`` for a task that has completed or failed already."""
-        await self.get(task, task_id)
+        before = await self.get(task, task_id)
         record = await self.call(self._store().cancel, task_id)
         if record is None:
             raise self._not_found(task, task_id)
+        queued = before.status == "queued"
+        if queued and record.status == "cancelled" and self.metrics is not None:
+            self.metrics.outcome(task.name, "cancelled")  # a running one counts as it ends
         if record.status in ("completed", "failed"):
             raise Conflict(
                 f"Task {task_id} ('{task.name}') has {record.status} already, so there is "

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from tiffin.config import Settings
 from tiffin.exceptions import TiffinError, describe
+from tiffin.observability import tracing
 from tiffin.observability.metrics import TaskMetrics
 from tiffin.service import Task
 from tiffin.tasks.context import TaskContext
@@ -143,6 +144,7 @@ class TaskRunner:
         self.concurrency = settings.task_concurrency
         self.lease = settings.task_lease
         self.metrics = metrics
+        self._tracer = tracing.tracer(settings)  # a span per run, when tracing
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.instance: Any = None
         self.draining = False
@@ -365,6 +367,8 @@ class TaskRunner:
 
     async def _call(self, run: _Run, task: Task[Any, Any], kwargs: dict[str, Any]) -> Any:
         method = getattr(self.instance, task.attribute)
+        if self._tracer is not None:
+            method = self._tracer.task(task, run.record, method)
         run.context.enter()  # in this asyncio task's context, which the call inherits
         if task.is_async:
             run.inner = asyncio.ensure_future(method(**kwargs))
