@@ -109,9 +109,10 @@ def test_the_trace_crosses_a_depends_call_between_two_servers(
         try:
             assert httpx.post(f"{front.url}/quadruple", json={"x": 1.5}).json() == 6.0
             spans = receiver.wait_for(
-                lambda spans: (
+                lambda spans: (  # the front's server span ends last: wait for it too
                     len(list(spans_named(spans, "Backend.double"))) == 2
                     and len(list(spans_named(spans, "Front.quadruple"))) == 1
+                    and len(list(spans_named(spans, "POST /quadruple"))) == 1
                 )
             )
         finally:

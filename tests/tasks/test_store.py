@@ -5,12 +5,14 @@ Time is passed in (``now``), so leases, backoff and expiry are tested without wa
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from pathlib import Path
 
 import pytest
 
 from tiffin.tasks.queue import open_store
+from tiffin.tasks.sqlite import SQLiteStore
 from tiffin.tasks.store import CALLBACK_LEASE, LOST_LIMIT, TaskStore
 
 T0 = 1_800_000_000.0
@@ -283,3 +285,24 @@ def test_an_unknown_store_url_is_a_config_error(url: str, tmp_path: Path) -> Non
 
     with pytest.raises(ConfigError, match="names no known store"):
         open_store(url, service="svc", home=tmp_path)
+
+
+def test_a_new_sqlite_store_waits_for_another_process_setting_it_up(tmp_path: Path) -> None:
+    # Workers of one server open the same new file together. While one holds a write
+    # lock on it, still in rollback mode, another's switch to WAL is answered "database
+    # is locked" at once, without waiting: the store retries instead of failing to start.
+    path = tmp_path / "tasks.db"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("CREATE TABLE setting_up (x INTEGER)")
+    timer = threading.Timer(0.5, other.execute, ("COMMIT",))
+    timer.start()
+    try:
+        store = SQLiteStore(path)
+    finally:
+        timer.join()
+        other.close()
+    store.close()
+    check = sqlite3.connect(path)
+    assert check.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    check.close()

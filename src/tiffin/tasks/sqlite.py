@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -135,6 +136,9 @@ _CLAIM_CALLBACK = (
 )
 
 
+_SET_UP_SECONDS = 30.0
+
+
 def _record(row: sqlite3.Row) -> TaskRecord:
     values = dict(row)
     values["error"] = orjson.loads(values["error"]) if values["error"] else None
@@ -160,15 +164,30 @@ class SQLiteStore(TaskStore):
                 path, timeout=30.0, isolation_level=None, check_same_thread=False
             )
             self._db.row_factory = sqlite3.Row
-            self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
-            self._db.executescript(_SCHEMA)
+            self._set_up(durable)
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(
                 f"Cannot open the task store {path}: {exc}. Check that the directory is "
                 "writable, or set tasks_url (TIFFIN_TASKS_URL) to another place.",
                 detail={"path": str(path), "problem": str(exc)},
             ) from None
+
+    def _set_up(self, durable: bool) -> None:
+        """WAL mode and the schema. Switching to WAL answers "database is locked" at
+        once, without waiting, while another process opens the same new file (workers
+        starting together): that is retried for up to ``_SET_UP_SECONDS``."""
+        deadline = time.monotonic() + _SET_UP_SECONDS
+        while True:
+            try:
+                if self._db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    self._db.execute("PRAGMA journal_mode = WAL")
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        self._db.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+        self._db.executescript(_SCHEMA)
 
     @contextmanager
     def _using(self) -> Iterator[sqlite3.Connection]:
