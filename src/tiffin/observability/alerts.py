@@ -69,8 +69,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-import httpx
-
 from tiffin.config import AlertRule
 from tiffin.exceptions import ConfigError
 from tiffin.observability.history import History
@@ -238,13 +236,16 @@ class Alerts:
         self._lock: int | None = None
         self._queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
         self._sender: asyncio.Task[None] | None = None
-        self._client: httpx.AsyncClient | None = None
+        self._client: Any = None  # an httpx.AsyncClient, once there is a webhook
         self._instance = socket.gethostname()
         if self.rules:
             history.subscribe(self.evaluate)
 
     async def start(self) -> None:
         if self.rules and self.webhook is not None:
+            # imported here: httpx costs every worker ~50 ms to start, and most have no webhook
+            import httpx
+
             self._client = httpx.AsyncClient(timeout=TIMEOUT)
             self._sender = asyncio.create_task(self._send_all(), name="tiffin-alerts")
 
@@ -418,6 +419,8 @@ class Alerts:
                 self._queue.task_done()
 
     async def _deliver(self, name: str, body: bytes) -> None:
+        import httpx
+
         assert self._client is not None
         assert self.webhook is not None
         headers = {"content-type": "application/json", "idempotency-key": uuid.uuid4().hex}
