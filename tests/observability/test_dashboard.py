@@ -13,7 +13,6 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ import yaml
 import tiffin
 from tests.conftest import need
 from tests.server.conftest import Server, start_server
-from tests.server.test_docs import CHROMIUM_FLAGS, DevTools, chromium
+from tests.server.test_docs import CHROMIUM_FLAGS, DevTools, Links, chromium
 from tiffin.testing import TestClient
 
 
@@ -43,17 +42,6 @@ class Gauges:
         return [2 * row for row in rows]
 
 
-class _Links(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.links: list[str] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        for name, value in attrs:
-            if name in ("src", "href") and value is not None:
-                self.links.append(value)
-
-
 @pytest.fixture(scope="module")
 def gauges() -> Iterator[TestClient]:
     with TestClient(Gauges, history_interval=1) as client:
@@ -66,7 +54,7 @@ def test_the_page_and_its_assets_come_from_tiffin_alone(gauges: TestClient) -> N
     assert page.headers["content-type"] == "text/html; charset=utf-8"
     assert page.headers["cache-control"] == "no-cache"
     assert "<title>gauges · dashboard</title>" in page.text
-    parser = _Links()
+    parser = Links()
     parser.feed(page.text)
     assert set(parser.links) == {
         "data:,",

@@ -61,7 +61,9 @@ class Atlas:
             yield {"i": i}
 
 
-class _Links(HTMLParser):
+class Links(HTMLParser):
+    """Every ``src`` and ``href`` of a page, in order."""
+
     def __init__(self) -> None:
         super().__init__()
         self.links: list[str] = []
@@ -83,7 +85,7 @@ def test_the_page_and_its_assets_come_from_tiffin_alone(atlas: TestClient) -> No
     assert page.status_code == 200
     assert page.headers["content-type"] == "text/html; charset=utf-8"
     assert "<title>atlas · API</title>" in page.text
-    parser = _Links()
+    parser = Links()
     parser.feed(page.text)
     assert set(parser.links) == {
         "data:,",
