@@ -34,7 +34,6 @@ from tiffin.tasks.store import (
     TaskRecord,
     TaskStore,
     lost_error,
-    new_id,
 )
 
 __all__ = ["RedisStore"]
@@ -311,16 +310,7 @@ class RedisStore(TaskStore):
     def submit(
         self, task: str, payload: bytes, *, ttl: float, callback: str | None, now: float
     ) -> TaskRecord:
-        record = TaskRecord(
-            id=new_id(now),
-            task=task,
-            status="queued",
-            payload=payload,
-            ttl=ttl,
-            submitted_at=now,
-            run_at=now,
-            callback=callback,
-        )
+        record = TaskRecord.submitted(task, payload, ttl=ttl, callback=callback, now=now)
         fields: dict[str, Any] = {
             "id": record.id,
             "task": task,

@@ -28,7 +28,6 @@ from tiffin.tasks.store import (
     TaskRecord,
     TaskStore,
     lost_error,
-    new_id,
 )
 
 __all__ = ["SQLiteStore"]
@@ -224,16 +223,7 @@ class SQLiteStore(TaskStore):
     def submit(
         self, task: str, payload: bytes, *, ttl: float, callback: str | None, now: float
     ) -> TaskRecord:
-        record = TaskRecord(
-            id=new_id(now),
-            task=task,
-            status="queued",
-            payload=payload,
-            ttl=ttl,
-            submitted_at=now,
-            run_at=now,
-            callback=callback,
-        )
+        record = TaskRecord.submitted(task, payload, ttl=ttl, callback=callback, now=now)
         with self._using():
             self._db.execute(
                 "INSERT INTO tasks (id, task, status, payload, ttl, submitted_at, run_at, "

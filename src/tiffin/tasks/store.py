@@ -116,6 +116,22 @@ class TaskRecord:
     callback_status: str | None = None
     callback_until: float | None = None
 
+    @classmethod
+    def submitted(
+        cls, task: str, payload: bytes, *, ttl: float, callback: str | None, now: float
+    ) -> TaskRecord:
+        """A task just submitted: a new id, queued, due at once."""
+        return cls(
+            id=new_id(now),
+            task=task,
+            status="queued",
+            payload=payload,
+            ttl=ttl,
+            submitted_at=now,
+            run_at=now,
+            callback=callback,
+        )
+
     @property
     def finished(self) -> bool:
         return self.status in FINISHED
