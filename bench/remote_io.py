@@ -7,7 +7,7 @@ for the run. The model is one file of SIZE random bytes. Each round, in turn:
     s3fs put     s3fs ``put_file`` of the model's file to the bucket (the client library)
     s3fs get     s3fs ``get_file`` of it back to a local file
     push         ``ModelStore.push`` to a fresh prefix of the bucket: chunks in parallel,
-                 each hashed, the whole file's sha256 checked, the record written last
+                 each hashed, the whole file's digest checked, the record written last
     pull         ``ModelStore.pull`` into a fresh local store: chunks in parallel, each
                  checked against its sha256, the whole file against the manifest's, and
                  the model published in one rename

@@ -35,7 +35,7 @@ the class named in an error body's ``type``.
     ├── ServiceDefinitionError       500  exit 2   a @tiffin.service / @tiffin.api used wrongly
     ├── MissingDependency            500  exit 6   an optional package (an extra) is not installed
     ├── FrameworkError               500  exit 7   a framework handler failed to save or load
-    ├── IntegrityError               500  exit 8   a stored file is missing or fails its sha256
+    ├── IntegrityError               500  exit 8   a stored file is missing or fails its digest
     └── DeployError                  500  exit 10  a container engine or deployment step failed
 
 Every message says what went wrong and ends with what to do about it.
@@ -179,7 +179,7 @@ class ArchiveError(TiffinError):
 
 
 class CorruptArchive(ArchiveError):
-    """Raised for an unreadable or truncated archive, or a file whose sha256 does not match."""
+    """Raised for an unreadable or truncated archive, or a file whose digest does not match."""
 
 
 class UnsafeArchive(ArchiveError):
@@ -281,7 +281,7 @@ class FrameworkError(TiffinError):
 
 
 class IntegrityError(TiffinError):
-    """Raised when a file in the store is missing or no longer matches its recorded sha256."""
+    """Raised when a file in the store is missing or no longer matches its recorded digest."""
 
     exit_code = 8
 

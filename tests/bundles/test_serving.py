@@ -112,7 +112,7 @@ def test_a_model_whose_files_changed_is_refused(home: Path, built: Bundle) -> No
     manifest = model.path / "model.yaml"
     # the model was replaced in place: different files, consistent manifest
     text = manifest.read_text()
-    first = next(iter(model.info.files.values())).sha256
+    first = next(iter(model.info.files.values())).digest
     manifest.write_text(text.replace(first, "f" * 64))
     result = CliRunner().invoke(cli, ["--home", str(home), "serve", "quickstart"])
     assert result.exit_code == 8

@@ -87,7 +87,7 @@ def test_get_prints_yaml_and_json(home: Path, saved: list[Model]) -> None:
     result = run(home, "models", "get", "iris")
     assert result.exit_code == 0
     assert f"tag: {saved[1].tag}\n" in result.stdout
-    assert "sha256:" in result.stdout
+    assert "blake3:" in result.stdout
     data = json.loads(run(home, "models", "get", str(saved[0].tag), "-o", "json").stdout)
     assert data["metadata"] == {"acc": 0.9}
     assert data["framework"]["name"] == "pickle"
@@ -188,7 +188,7 @@ def test_export_then_import_into_another_home(
     loaded = ModelStore(other).get("iris").load()
     assert np.array_equal(loaded["w"], np.arange(8.0))
     assert run(other, "models", "verify", "iris").stdout == (
-        f"{saved[1].tag}: 1 file(s) match their sha256\n"
+        f"{saved[1].tag}: 1 file(s) match their digest\n"
     )
 
 
@@ -214,7 +214,7 @@ def test_verify_reports_a_tampered_file(home: Path, saved: list[Model]) -> None:
     assert result.exit_code == IntegrityError.exit_code == 8
     assert result.stderr == (
         f"Error: File 'model.pkl' of model '{saved[0].tag}' is missing or does not match its "
-        f"recorded sha256. Delete it with 'tiffin models delete {saved[0].tag}' and save or "
+        f"recorded digest. Delete it with 'tiffin models delete {saved[0].tag}' and save or "
         "import it again.\n"
     )
 

@@ -18,6 +18,7 @@ import tiffin
 from tests.bundles.project import quickstart_project
 from tests.conftest import need
 from tests.deploy.engines import fake_engine
+from tests.storage.legacy import as_sha256
 from tiffin.bundles import Bundle, BundleInfo, BundleStore
 from tiffin.bundles.build import build
 from tiffin.bundles.spec import ImageSpec
@@ -220,6 +221,31 @@ def test_a_damaged_model_file_stops_the_copy_and_leaves_nothing(
     assert list((tmp_path / "out").iterdir()) == []
 
 
+def test_a_model_saved_before_blake3_is_copied_and_checked_with_sha256(
+    tmp_path: Path, model_store: ModelStore, bundle_store: BundleStore
+) -> None:
+    [model] = model_store.list()
+    model = as_sha256(model_store, model)
+    built = build(
+        quickstart_project(tmp_path / "project"), bundles=bundle_store, models=model_store
+    )
+    context = write_context(built, tmp_path / "context", models=model_store)
+    copied = context / "home" / "models" / model.tag.name / str(model.tag.version)
+    [rel] = model.info.files
+    for name in (rel, "model.yaml"):
+        assert (copied / name).read_bytes() == (model.path / name).read_bytes()
+
+    data = (model.path / rel).read_bytes()
+    (model.path / rel).write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    with pytest.raises(IntegrityError) as caught:
+        write_context(built, tmp_path / "again", models=model_store)
+    assert caught.value.message == (
+        f"File '{rel}' of model '{model.tag}' is missing or does not match its recorded digest. "
+        f"Check it with 'tiffin models verify {model.tag}', then import the model again."
+    )
+    assert not (tmp_path / "again").exists()
+
+
 def test_a_model_changed_since_the_build_is_refused(
     bundle: Bundle, model_store: ModelStore, tmp_path: Path
 ) -> None:
@@ -228,7 +254,7 @@ def test_a_model_changed_since_the_build_is_refused(
     manifest = model.path / "model.yaml"
     text = manifest.read_text()
     [entry] = model.info.files.values()
-    manifest.write_text(text.replace(entry.sha256, "a" * 64))
+    manifest.write_text(text.replace(entry.digest, "a" * 64))
     with pytest.raises(IntegrityError, match=r"is not the one bundle .* was built with"):
         write_context(bundle, tmp_path / "context", models=model_store)
     assert not (tmp_path / "context").exists()

@@ -16,14 +16,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import blake3
 import numpy as np
 import pytest
 import yaml
+from pydantic import ValidationError
 
 import tiffin
+from tests.storage.legacy import as_sha256
 from tiffin import config
 from tiffin.exceptions import (
     FrameworkError,
+    IntegrityError,
     InvalidArgument,
     InvalidTag,
     MissingDependency,
@@ -31,7 +35,7 @@ from tiffin.exceptions import (
     ModelNotFound,
     TiffinError,
 )
-from tiffin.models import Model, ModelBuilder, ModelRef, ModelStore, Signature
+from tiffin.models import FileEntry, Model, ModelBuilder, ModelRef, ModelStore, Signature
 
 VERSION = r"\d{8}-\d{6}-\d{3}-[a-z0-9]{8}"
 PLAIN_ONLY = (
@@ -107,7 +111,8 @@ def test_save_and_get(store: ModelStore) -> None:
     assert info.signatures == {}
     pickled = (model.path / "model.pkl").read_bytes()
     assert set(info.files) == {"model.pkl"}
-    assert info.files["model.pkl"].sha256 == hashlib.sha256(pickled).hexdigest()
+    assert info.files["model.pkl"].algorithm == "blake3"
+    assert info.files["model.pkl"].digest == blake3.blake3(pickled).hexdigest()
     assert info.files["model.pkl"].size == len(pickled) == info.size
 
     again = store.get(model.tag)
@@ -198,6 +203,61 @@ def test_export_and_import_into_a_second_home(
     assert imported.load().predict(2.0) == model.load().predict(2.0) == 6.0
     assert tiffin.models.list() == [imported]
     assert tiffin.models.import_(path) == imported
+
+
+def test_a_model_saved_before_blake3_loads_verifies_and_moves(
+    store: ModelStore, tmp_path: Path
+) -> None:
+    """A model.yaml whose file entries carry a sha256, as tiffin wrote them before BLAKE3,
+    is read, checked with sha256, exported and imported as it is."""
+    model = as_sha256(store, store.save("iris:v1", Predictor(3.0)))
+    pickled = (model.path / "model.pkl").read_bytes()
+    assert model.info.files["model.pkl"].model_dump() == {
+        "sha256": hashlib.sha256(pickled).hexdigest(),
+        "size": len(pickled),
+    }
+    assert model.load().predict(2.0) == 6.0
+    assert store.verify("iris:v1") == model
+
+    clean = ModelStore(tmp_path / "clean-home")
+    imported = clean.import_(store.export("iris:v1", tmp_path / "iris.tar.gz"))
+    assert imported.info == model.info
+    assert (imported.path / "model.yaml").read_bytes() == (model.path / "model.yaml").read_bytes()
+    assert clean.verify(imported.tag).load().predict(2.0) == 6.0
+
+    last = len(pickled) - 1
+    (imported.path / "model.pkl").write_bytes(pickled[:last] + bytes([pickled[last] ^ 1]))
+    with pytest.raises(IntegrityError) as caught:
+        clean.verify("iris:v1")
+    assert caught.value.message == (
+        "File 'model.pkl' of model 'iris:v1' is missing or does not match its recorded digest. "
+        "Delete it with 'tiffin models delete iris:v1' and save or import it again."
+    )
+
+
+@pytest.mark.parametrize(
+    ("entry", "has"),
+    [
+        ({"size": 3}, "neither"),
+        ({"blake3": "a" * 64, "sha256": "b" * 64, "size": 3}, "blake3 and sha256"),
+    ],
+    ids=["neither", "both"],
+)
+def test_a_file_entry_needs_exactly_one_digest(
+    store: ModelStore, entry: dict[str, Any], has: str
+) -> None:
+    model = store.save("iris:v1", {"w": 1})
+    rewrite_manifest(model, lambda data: data["files"].update({"model.pkl": entry}))
+    problem = f"a file entry needs exactly one digest, blake3 or sha256; it has {has}"
+    with pytest.raises(TiffinError) as caught:
+        store.get("iris:v1")
+    assert caught.value.message == (
+        f"The model.yaml of 'iris:v1' is damaged (Value error, {problem}). Delete it with "
+        "'tiffin models delete iris:v1' and save it again."
+    )
+    with pytest.raises(ValidationError) as invalid:
+        FileEntry.model_validate(entry)
+    assert invalid.value.errors()[0]["msg"] == f"Value error, {problem}"
 
 
 # -- what is recorded: metadata, labels, signatures -----------------------------------------
@@ -509,7 +569,7 @@ def test_create_a_directory_model(store: ModelStore) -> None:
     assert manifest["name"] == "tok"
     assert manifest["framework"]["name"] == "files"
     assert manifest["files"] == {
-        rel: {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+        rel: {"blake3": blake3.blake3(data).hexdigest(), "size": len(data)}
         for rel, data in contents.items()
     }
     assert manifest["size"] == sum(len(data) for data in contents.values())

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import blake3
 import pytest
 import yaml
 
@@ -460,6 +461,10 @@ def _set(keys: tuple[str, ...], value: Any) -> Callable[[dict[str, Any]], None]:
 
 _DELETE = object()
 _SIZE = len(WEIGHTS)
+_BAD_ENTRY = (
+    "the entry for 'weights.bin' in its model.yaml needs a size and one digest, blake3 or "
+    "sha256 (64 hex digits)"
+)
 
 CORRUPT: list[tuple[str, Craft, str]] = [
     (
@@ -478,9 +483,9 @@ CORRUPT: list[tuple[str, Craft, str]] = [
         f"'weights.bin' is {_SIZE + 1} bytes but model.yaml says {_SIZE}",
     ),
     (
-        "sha256-mismatch",
+        "digest-mismatch",
         lambda m, t: replace(m, f"{PREFIX}/weights.bin", data=WEIGHTS[:-1] + b"\x00"),
-        "the sha256 of 'weights.bin' does not match its model.yaml",
+        "the blake3 of 'weights.bin' does not match its model.yaml",
     ),
     (
         "listed-file-missing",
@@ -525,21 +530,42 @@ CORRUPT: list[tuple[str, Craft, str]] = [
     (
         "manifest-bad-sha256",
         lambda m, t: with_manifest(m, _set(("files", "weights.bin"), {"sha256": "xyz", "size": 1})),
-        "the entry for 'weights.bin' in its model.yaml needs a sha256 (64 hex digits) and a size",
+        _BAD_ENTRY,
     ),
     (
         "manifest-uppercase-sha256",
         lambda m, t: with_manifest(
             m, _set(("files", "weights.bin"), {"sha256": "A" * 64, "size": _SIZE})
         ),
-        "the entry for 'weights.bin' in its model.yaml needs a sha256 (64 hex digits) and a size",
+        _BAD_ENTRY,
+    ),
+    (
+        "manifest-bad-blake3",
+        lambda m, t: with_manifest(m, _set(("files", "weights.bin"), {"blake3": "xyz", "size": 1})),
+        _BAD_ENTRY,
+    ),
+    (
+        "manifest-both-digests",
+        lambda m, t: with_manifest(
+            m,
+            _set(
+                ("files", "weights.bin"),
+                {"blake3": "a" * 64, "sha256": "a" * 64, "size": _SIZE},
+            ),
+        ),
+        _BAD_ENTRY,
+    ),
+    (
+        "manifest-no-digest",
+        lambda m, t: with_manifest(m, _set(("files", "weights.bin"), {"size": _SIZE})),
+        _BAD_ENTRY,
     ),
     (
         "manifest-negative-size",
         lambda m, t: with_manifest(
             m, _set(("files", "weights.bin"), {"sha256": "a" * 64, "size": -1})
         ),
-        "the entry for 'weights.bin' in its model.yaml needs a sha256 (64 hex digits) and a size",
+        _BAD_ENTRY,
     ),
     (
         "manifest-no-files",
@@ -695,19 +721,22 @@ def test_archive_with_no_members(target: ModelStore, tmp_path: Path, gz: bool) -
     assert message == corrupt(path, "it is empty")
 
 
+@pytest.mark.parametrize("algorithm", ["blake3", "sha256"])
 def test_written_files_are_checked_not_just_the_header(
-    good_members: list[Member], target: ModelStore, tmp_path: Path
+    good_members: list[Member], target: ModelStore, tmp_path: Path, algorithm: str
 ) -> None:
-    """A wrong file whose manifest entry was rewritten to match is caught by the sha256 of
-    the manifest entry itself being recomputed, not trusted from the header."""
+    """A file whose manifest entry records another digest is caught by the digest being
+    recomputed from the bytes written, with the algorithm the entry names (sha256 in a
+    manifest written before BLAKE3), not trusted from the header."""
 
     def change(manifest: dict[str, Any]) -> None:
-        manifest["files"]["weights.bin"]["sha256"] = hashlib.sha256(b"other").hexdigest()
+        other = blake3.blake3(b"other") if algorithm == "blake3" else hashlib.sha256(b"other")
+        manifest["files"]["weights.bin"] = {algorithm: other.hexdigest(), "size": _SIZE}
 
     path = write_archive(tmp_path / "bad.tar", with_manifest(good_members, change))
     error = refused(target, path, CorruptArchive, tmp_path)
     assert error.message == corrupt(
-        path, "the sha256 of 'weights.bin' does not match its model.yaml"
+        path, f"the {algorithm} of 'weights.bin' does not match its model.yaml"
     )
 
 
@@ -727,6 +756,6 @@ def test_export_of_a_damaged_model_writes_no_archive(
         source.export("iris:v1", dest)
     assert caught.value.message == (
         f"File '{rel}' of model 'iris:v1' is missing or does not match its recorded "
-        "sha256. Delete it with 'tiffin models delete iris:v1' and save or import it again."
+        "digest. Delete it with 'tiffin models delete iris:v1' and save or import it again."
     )
     assert list(dest.parent.iterdir()) == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -20,6 +21,7 @@ from tiffin.exceptions import (
 )
 from tiffin.models import ModelStore
 from tiffin.storage import ItemKind, LocalStore, Staging
+from tiffin.storage.local import files_digest
 from tiffin.tag import Tag
 
 
@@ -409,10 +411,20 @@ def test_verify_detects_a_tampered_file(store: ModelStore, damage: str) -> None:
     with pytest.raises(IntegrityError) as caught:
         store.verify("iris:v1")
     assert caught.value.message == (
-        "File 'model.pkl' of model 'iris:v1' is missing or does not match its recorded sha256. "
+        "File 'model.pkl' of model 'iris:v1' is missing or does not match its recorded digest. "
         "Delete it with 'tiffin models delete iris:v1' and save or import it again."
     )
     assert caught.value.detail == {"tag": "iris:v1", "path": "model.pkl"}
+
+
+def test_files_digest_is_the_same_formula_whatever_the_algorithm() -> None:
+    """Bundles pin a model by this value: a table of sha256 entries (written before
+    BLAKE3) keeps the value it had, and blake3 entries go through the same formula."""
+    a, b = "ab" * 32, "cd" * 32
+    expected = hashlib.sha256(f"a.bin\0{a}\nsub/b.txt\0{b}\n".encode()).hexdigest()
+    for algorithm in ("sha256", "blake3"):
+        table = {"sub/b.txt": {algorithm: b, "size": 2}, "a.bin": {algorithm: a, "size": 1}}
+        assert files_digest(table) == expected
 
 
 # -- durable writes and other item kinds --------------------------------------------------

@@ -24,6 +24,7 @@ from click.testing import CliRunner, Result
 from tests.bundles.project import iris_model, quickstart_project
 from tests.conftest import need
 from tests.server.conftest import start_server
+from tests.storage.legacy import as_sha256
 from tests.storage.servers import (
     S3_SECRET,
     Postgres,
@@ -218,7 +219,7 @@ def test_push_and_pull_a_model_through_the_cli(
     pulled = run(there, "models", "pull", "iris:production")
     assert pulled.exit_code == 0, pulled.output
     assert pulled.output.startswith(f"Pulled {model.tag} from ")
-    assert "every file matches its sha256" in pulled.output
+    assert "every file matches its digest" in pulled.output
     local = ModelStore(there).verify("iris")
     assert local.tag == model.tag
     assert local.info == model.info
@@ -233,7 +234,7 @@ def test_push_and_pull_a_model_through_the_cli(
     [entry] = json.loads(listed.output)
     assert entry["tag"] == str(model.tag)
     assert entry["aliases"] == ["production"]
-    assert entry["files"]["weights.bin"]["sha256"] == model.info.files["weights.bin"].sha256
+    assert entry["files"]["weights.bin"]["blake3"] == model.info.files["weights.bin"].digest
     assert entry["labels"] == {"team": "ml"}
     assert "@" in entry["pushed_by"]
     assert entry["pushed_at"]
@@ -348,7 +349,7 @@ def test_a_tampered_chunk_is_refused_and_nothing_is_published(
     model = big_model(ModelStore(tmp_path / "here"))
     ModelStore(tmp_path / "here").push(model.tag, remote.url)
     with open_remote(remote.url) as opened:
-        chunks = opened.chunk_list(model.info.files["weights.bin"].sha256)
+        chunks = opened.chunk_list(model.info.files["weights.bin"].digest)
     assert chunks is not None
     assert len(chunks.chunks) == 17
     remote.tamper(chunks.chunks[5], os.urandom(CHUNK))  # same size, other bytes
@@ -366,19 +367,78 @@ def test_a_tampered_chunk_is_refused_and_nothing_is_published(
 
 def test_a_file_whose_chunks_add_up_to_other_bytes_is_refused(tmp_path: Path) -> None:
     """Every chunk matches its own sha256 but they are put together in another order: the
-    whole file's sha256, as the registry recorded it, catches that."""
+    whole file's digest, as the registry recorded it, catches that."""
     root = tmp_path / "shared"
     url = f"{root.as_uri()}?chunk_size={CHUNK}"
     model = big_model(ModelStore(tmp_path / "here"))
     ModelStore(tmp_path / "here").push(model.tag, url)
-    sha = model.info.files["weights.bin"].sha256
-    listing = root / ObjectStore.list_key(sha)
+    listing = root / ObjectStore.list_key(model.info.files["weights.bin"].digest)
     data = json.loads(listing.read_text())
     data["chunks"][0], data["chunks"][1] = data["chunks"][1], data["chunks"][0]
     listing.write_text(json.dumps(data))
     there = ModelStore(tmp_path / "there")
-    with pytest.raises(IntegrityError, match=r"does not match the sha256 its model\.yaml records"):
+    with pytest.raises(IntegrityError, match=r"does not match the blake3 its model\.yaml records"):
         there.pull("iris", url)
+    assert there.list() == []
+
+
+def test_a_model_saved_before_blake3_pushes_and_pulls(remote: Remote, tmp_path: Path) -> None:
+    """File entries carrying a sha256 (model.yaml written before BLAKE3) move as they are:
+    each file is checked with sha256 on the way out and on the way in."""
+    here = ModelStore(tmp_path / "here")
+    model = as_sha256(here, big_model(here))
+    pushed = here.push(model.tag, remote.url)
+    assert (pushed.added, pushed.moved) == (True, model.info.size)
+    assert not here.push(model.tag, remote.url).added
+    with open_remote(remote.url) as opened:
+        record = opened.resolve(MODELS, "iris")
+        assert opened.chunk_list(model.info.files["weights.bin"].digest) is not None
+    assert record.files == here.items.manifest(model.tag)["files"]
+
+    there = ModelStore(tmp_path / "there")
+    pulled = there.pull("iris", remote.url)
+    assert (pulled.added, pulled.moved) == (True, model.info.size)
+    local = there.verify("iris")
+    assert local.info == model.info
+    assert local.info.files["weights.bin"].algorithm == "sha256"
+    assert (local.path / "weights.bin").read_bytes() == (model.path / "weights.bin").read_bytes()
+    assert not there.pull("iris", remote.url).added
+
+    damaged = as_sha256(here, big_model(here, "churn"))
+    weights = damaged.path / "weights.bin"
+    data = weights.read_bytes()
+    weights.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    with pytest.raises(IntegrityError) as caught:
+        here.push(damaged.tag, remote.url)
+    assert caught.value.message == (
+        f"File 'weights.bin' of model '{damaged.tag}' is missing or does not match its "
+        f"recorded digest. Delete it with 'tiffin models delete {damaged.tag}' and save or "
+        "import it again."
+    )
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [{"size": 1}, {"blake3": "a" * 64, "sha256": "a" * 64, "size": 1}],
+    ids=["neither", "both"],
+)
+def test_a_remote_file_entry_without_exactly_one_digest_is_refused(
+    tmp_path: Path, entry: dict[str, Any]
+) -> None:
+    root = tmp_path / "shared"
+    here = ModelStore(tmp_path / "here")
+    here.push(here.save("iris:v1", {"w": 1}).tag, root.as_uri())
+    record = root / "models" / "iris" / "versions" / "v1.json"
+    data = json.loads(record.read_text())
+    data["manifest"]["files"]["model.pkl"] = entry
+    record.write_text(json.dumps(data))
+    there = ModelStore(tmp_path / "there")
+    with pytest.raises(IntegrityError) as caught:
+        there.pull("iris:v1", root.as_uri())
+    assert caught.value.message == (
+        f"The model.yaml of model 'iris:v1' in {root.as_uri()} has a bad entry for 'model.pkl' "
+        "(it needs a size and one digest, blake3 or sha256). Push that version again."
+    )
     assert there.list() == []
 
 

@@ -3,7 +3,7 @@
 A bundle is a directory in the bundle store::
 
     bundle.yaml              this record: service, models pinned by version and sha256,
-                             requirements, settings, versions, and every file's sha256
+                             requirements, settings, versions, and every file's digest
     src/                     the service's source, as selected by include / exclude
     requirements.lock.txt    the Python requirements, pinned to exact versions
     container/Dockerfile     the image recipe (``tiffin containerize`` writes it afresh

@@ -105,7 +105,7 @@ class BundleStore:
         return [self._bundle(tag, manifest) for tag, manifest in self.items.items(name)]
 
     def verify(self, tag: str | Tag) -> Bundle:
-        """Check every file of a bundle against its recorded sha256."""
+        """Check every file of a bundle against its recorded digest."""
         bundle = self.get(tag)
         self.items.verify(bundle.tag)
         return bundle
@@ -176,7 +176,7 @@ class BundleStore:
         progress: ItemProgress | None = None,
     ) -> builtins.list[Transfer]:
         """Copy a bundle and the models it pins from a remote store into this store and
-        ``models``, each verified against its recorded sha256; the models first, so a
+        ``models``, each verified against its recorded digests; the models first, so a
         bundle that appears here can be served. Returns one ``Transfer`` per model, then
         the bundle's.
 

@@ -266,9 +266,9 @@ def import_(ctx: click.Context, path: Path) -> None:
 @click.argument("tag")
 @click.pass_context
 def verify(ctx: click.Context, tag: str) -> None:
-    """Check a bundle's files against the sha256 recorded when it was built."""
+    """Check a bundle's files against the digests recorded when it was built."""
     bundle = bundle_store_from(ctx).verify(tag)
-    click.echo(f"{bundle.tag}: {len(bundle.info.files)} file(s) match their sha256")
+    click.echo(f"{bundle.tag}: {len(bundle.info.files)} file(s) match their digest")
 
 
 @bundles.command("alias")
@@ -331,7 +331,7 @@ def push(ctx: click.Context, tag: str, remote: str | None, output: str) -> None:
 @click.pass_context
 def pull(ctx: click.Context, tag: str, remote: str | None, output: str) -> None:
     """Copy a bundle (TAG: name, name:version or a remote alias) and the models it pins
-    from a remote store, checking every file's sha256 first; then 'tiffin serve TAG'
+    from a remote store, checking every file's digest first; then 'tiffin serve TAG'
     serves it."""
     url = remote_url(ctx, remote, "--from")
     with transfer_bars("Pulling") as bars:

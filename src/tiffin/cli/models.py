@@ -95,7 +95,7 @@ def report_transfers(transfers: Sequence[Transfer], pushed: bool, output: str) -
         else:
             click.echo(
                 f"Pulled {t.tag} from {t.remote}: {human_size(t.moved)} received, "
-                f"{human_size(t.reused)} already here; every file matches its sha256."
+                f"{human_size(t.reused)} already here; every file matches its digest."
             )
 
 
@@ -427,7 +427,7 @@ def push(ctx: click.Context, tag: str, remote: str | None, output: str) -> None:
 @click.pass_context
 def pull(ctx: click.Context, tag: str, remote: str | None, output: str) -> None:
     """Copy a model (TAG: name, name:version or a remote alias) from a remote store into
-    the local one, checking every file's sha256 first. An interrupted pull resumes."""
+    the local one, checking every file's digest first. An interrupted pull resumes."""
     url = remote_url(ctx, remote, "--from")
     with transfer_bars("Pulling") as bars:
         done = store_from(ctx).pull(tag, url, progress=bars)
@@ -462,6 +462,6 @@ def import_(ctx: click.Context, path: Path) -> None:
 @click.argument("tag")
 @click.pass_context
 def verify(ctx: click.Context, tag: str) -> None:
-    """Check a model's files against the sha256 recorded when it was saved."""
+    """Check a model's files against the digests recorded when it was saved."""
     model = store_from(ctx).verify(tag)
-    click.echo(f"{model.tag}: {len(model.info.files)} file(s) match their sha256")
+    click.echo(f"{model.tag}: {len(model.info.files)} file(s) match their digest")

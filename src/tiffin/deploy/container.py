@@ -51,7 +51,7 @@ from tiffin.deploy.dockerfile import (
     server_port,
 )
 from tiffin.exceptions import DeployError, IntegrityError, InvalidArgument, ModelNotFound
-from tiffin.models import Model, ModelStore
+from tiffin.models import FileEntry, Model, ModelStore
 from tiffin.storage.digest import CHUNK, HashingWriter
 from tiffin.storage.local import files_digest, safe_relpath
 
@@ -101,7 +101,7 @@ def write_context(
 
     The context is written beside ``dest`` and renamed into place when complete: an
     error leaves nothing behind. Every model and bundle file is checked against its
-    recorded sha256 while it is copied.
+    recorded digest while it is copied.
 
     Args:
         bundle: the bundle to containerize.
@@ -118,7 +118,7 @@ def write_context(
             options or the bundle's spec cannot be expressed in a Dockerfile.
         ModelNotFound: a model the bundle pins is not in ``models``.
         IntegrityError: a model is not the one the bundle was built with, or a stored
-            file does not match its sha256.
+            file does not match its digest.
         DeployError: tiffin itself is not installed as a distribution, or the bundle's
             requirements lack a dependency of this tiffin (it was built by another version).
 
@@ -168,7 +168,7 @@ def write_context(
             _copy_checked(
                 model.path,
                 staging / "home" / "models" / model.tag.name / str(model.tag.version),
-                {rel: entry.sha256 for rel, entry in model.info.files.items()},
+                model.info.files,
                 manifest="model.yaml",
                 progress=progress,
                 damaged=functools.partial(_damaged_model, str(model.tag)),
@@ -176,7 +176,7 @@ def write_context(
         _copy_checked(
             bundle.path,
             staging / "home" / "bundles" / bundle.tag.name / str(bundle.tag.version),
-            {rel: entry.sha256 for rel, entry in bundle.info.files.items()},
+            bundle.info.files,
             manifest="bundle.yaml",
             progress=progress,
             damaged=functools.partial(_damaged_bundle, bundle),
@@ -276,7 +276,7 @@ def _requirements(bundle: Bundle, tiffin_dist: importlib.metadata.Distribution) 
 
 def _damaged_model(tag: str, rel: str) -> IntegrityError:
     return IntegrityError(
-        f"File '{rel}' of model '{tag}' is missing or does not match its recorded sha256. "
+        f"File '{rel}' of model '{tag}' is missing or does not match its recorded digest. "
         f"Check it with 'tiffin models verify {tag}', then import the model again.",
         detail={"tag": tag, "path": rel},
     )
@@ -285,7 +285,7 @@ def _damaged_model(tag: str, rel: str) -> IntegrityError:
 def _damaged_bundle(bundle: Bundle, rel: str) -> IntegrityError:
     return IntegrityError(
         f"File '{rel}' of bundle '{bundle.tag}' is missing or does not match its recorded "
-        f"sha256. Delete the bundle ('tiffin bundles delete {bundle.tag}') and build it again.",
+        f"digest. Delete the bundle ('tiffin bundles delete {bundle.tag}') and build it again.",
         detail={"tag": str(bundle.tag), "path": rel},
     )
 
@@ -293,30 +293,30 @@ def _damaged_bundle(bundle: Bundle, rel: str) -> IntegrityError:
 def _copy_checked(
     source: Path,
     target: Path,
-    files: Mapping[str, str],
+    files: Mapping[str, FileEntry],
     *,
     manifest: str,
     progress: Progress | None,
     damaged: Callable[[str], IntegrityError],
 ) -> None:
-    """Copy the stored item at ``source`` (its ``files``, ``{relpath: sha256}``, and its
-    manifest) to ``target``, checking every file's sha256 on the way."""
+    """Copy the stored item at ``source`` (its ``files`` and its manifest) to ``target``,
+    checking every file's digest on the way."""
     target.mkdir(parents=True)
     shutil.copyfile(source / manifest, target / manifest)
     buffer = bytearray(CHUNK)
     view = memoryview(buffer)
-    for rel, sha256 in sorted(files.items()):
+    for rel, entry in sorted(files.items()):
         path = target / safe_relpath(rel)
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            with open(source / rel, "rb") as stream, HashingWriter(path) as out:
+            with open(source / rel, "rb") as stream, HashingWriter(path, entry.algorithm) as out:
                 while n := stream.readinto(view):
                     out.write(view[:n])
                     if progress is not None:
                         progress(n)
         except FileNotFoundError:
             raise damaged(rel) from None
-        if out.sha256 != sha256:
+        if out.digest != entry.digest:
             raise damaged(rel)
 
 

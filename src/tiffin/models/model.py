@@ -3,26 +3,67 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
 from tiffin.exceptions import FrameworkError, MissingDependency, TiffinError, describe
 from tiffin.models import frameworks
+from tiffin.storage.digest import entry_digest
 from tiffin.tag import Tag
 
 __all__ = ["FileEntry", "FrameworkInfo", "Model", "ModelInfo", "Signature"]
 
 
 class FileEntry(BaseModel):
-    """One stored file: its sha256 and size in bytes."""
+    """One stored file: its digest and size in bytes. The digest is BLAKE3 (``blake3``);
+    models saved before BLAKE3 record ``sha256`` instead. An entry has exactly one, and
+    dumps only the one it has, as the manifest holds it.
+
+    Example:
+        entry = model.info.files["model.pkl"]
+        entry.algorithm, entry.digest, entry.size   # ("blake3", "9f2c...", 1024)
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    blake3: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     size: int = Field(ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_digest(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            entry_digest(data)  # the ValueError names what is wrong
+        return data
+
+    @model_serializer(mode="wrap")
+    def _without_absent_digest(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        return {key: value for key, value in data.items() if value is not None}
+
+    @property
+    def algorithm(self) -> str:
+        """``"blake3"``, or ``"sha256"`` for a file saved before BLAKE3."""
+        return "sha256" if self.blake3 is None else "blake3"
+
+    @property
+    def digest(self) -> str:
+        """The file's hex digest, of ``algorithm``."""
+        digest = self.blake3 or self.sha256
+        assert digest is not None
+        return digest
 
 
 class FrameworkInfo(BaseModel):

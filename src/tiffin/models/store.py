@@ -368,7 +368,7 @@ class ModelStore:
         return found
 
     def verify(self, tag: str | Tag) -> Model:
-        """Check every file of a model against its recorded sha256."""
+        """Check every file of a model against its recorded digest."""
         model = self.get(tag)
         self.items.verify(model.tag)
         return model
@@ -438,7 +438,7 @@ class ModelStore:
         progress: ItemProgress | None = None,
     ) -> Transfer:
         """Copy a model from a remote store (``latest``, a version or a remote alias) into
-        this store. Every byte is checked against the sha256 the remote records before
+        this store. Every byte is checked against the digests the remote records before
         the model appears here, in one step; an interrupted pull resumes where it stopped.
 
         Example:

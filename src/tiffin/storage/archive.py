@@ -7,16 +7,15 @@ and whose other members are exactly the files the manifest lists.
 Import reads the archive as a stream and refuses, before anything is published:
 members outside that directory (``..``, absolute paths), links and special files, files
 the manifest does not list or lists twice, missing files, and any file whose size or
-sha256 differs from the manifest. Files are written under the store's staging
-directory and the item is renamed into place only once every check has passed, so a
-refused archive leaves the store exactly as it was.
+digest (with the algorithm its entry names) differs from the manifest. Files are written
+under the store's staging directory and the item is renamed into place only once every
+check has passed, so a refused archive leaves the store exactly as it was.
 """
 
 from __future__ import annotations
 
 import gzip
 import os
-import re
 import secrets
 import shutil
 import tarfile
@@ -29,14 +28,13 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from tiffin.exceptions import CorruptArchive, InvalidArgument, NotFound, UnsafeArchive
-from tiffin.storage.digest import CHUNK, HashingWriter
+from tiffin.storage.digest import CHUNK, HashingWriter, entry_digest, valid_entry
 from tiffin.storage.local import LocalStore, safe_relpath
 from tiffin.tag import Tag
 
 __all__ = ["MAX_MANIFEST_BYTES", "export_item", "import_item", "manifest_schema"]
 
 MAX_MANIFEST_BYTES = 16 << 20
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 Progress = Callable[[int], None]
 
@@ -139,28 +137,25 @@ def _check_manifest(source: Path, manifest_name: str, data: Any) -> tuple[Tag, d
             ) from None
         if rel == manifest_name:
             raise _corrupt(source, f"its {manifest_name} lists itself")
-        if (
-            not isinstance(entry, dict)
-            or not isinstance(entry.get("sha256"), str)
-            or not _SHA256.fullmatch(entry["sha256"])
-            or not isinstance(entry.get("size"), int)
-            or entry["size"] < 0
-        ):
+        if not valid_entry(entry):
             raise _corrupt(
                 source,
-                f"the entry for '{rel}' in its {manifest_name} needs a "
-                "sha256 (64 hex digits) and a size",
+                f"the entry for '{rel}' in its {manifest_name} needs a size and one "
+                "digest, blake3 or sha256 (64 hex digits)",
             )
     return tag, files
 
 
-def _copy_member(tar: tarfile.TarFile, member: tarfile.TarInfo, target: Path) -> tuple[str, int]:
+def _copy_member(
+    tar: tarfile.TarFile, member: tarfile.TarInfo, target: Path, algorithm: str
+) -> str:
+    """Write ``member`` to ``target``; its hex digest of ``algorithm``."""
     stream = tar.extractfile(member)
     assert stream is not None
-    with HashingWriter(target) as out:
+    with HashingWriter(target, algorithm) as out:
         while chunk := stream.read(CHUNK):
             out.write(chunk)
-    return out.sha256, out.size
+    return out.digest
 
 
 def manifest_schema(
@@ -304,11 +299,11 @@ def _extract(
             )
         target = scratch / rel
         target.parent.mkdir(parents=True, exist_ok=True)
-        digest, _ = _copy_member(tar, member, target)
-        if digest != expected["sha256"]:
+        algorithm, recorded = entry_digest(expected)
+        if _copy_member(tar, member, target, algorithm) != recorded:
             raise _corrupt(
                 source,
-                f"the sha256 of '{rel}' does not match its {manifest_name}",
+                f"the {algorithm} of '{rel}' does not match its {manifest_name}",
                 member=member.name,
             )
     missing = sorted(set(files) - seen)
@@ -355,8 +350,8 @@ def _read_archive(
 
 
 def _same_or_raise(store: LocalStore, source: Path, tag: Tag, files: Mapping[str, Any]) -> bool:
-    ours = store.manifest(tag).get("files", {})
-    if {k: v["sha256"] for k, v in ours.items()} == {k: v["sha256"] for k, v in files.items()}:
+    ours = {rel: entry_digest(e) for rel, e in store.manifest(tag).get("files", {}).items()}
+    if ours == {rel: entry_digest(e) for rel, e in files.items()}:
         return False
     kind = store.kind
     raise kind.exists(

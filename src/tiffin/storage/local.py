@@ -39,7 +39,7 @@ from tiffin.exceptions import (
     NotFound,
     TiffinError,
 )
-from tiffin.storage.digest import HashingWriter, sha256_file
+from tiffin.storage.digest import DEFAULT, HashingWriter, entry_digest, file_digest
 from tiffin.tag import LATEST, Tag, new_version
 
 __all__ = [
@@ -98,10 +98,12 @@ def dump_manifest(data: Mapping[str, Any]) -> str:
 
 def files_digest(files: Mapping[str, Mapping[str, Any]]) -> str:
     """One sha256 for a manifest's file table: equal exactly when every path and every
-    file's sha256 are equal, whatever order the table is in."""
+    file's digest are equal, whatever order the table is in. Each file contributes its
+    hex digest, whichever algorithm its entry records, so a table keeps the value it had
+    before BLAKE3 (what bundles built then pin their models by)."""
     digest = hashlib.sha256()
     for rel in sorted(files):
-        digest.update(f"{rel}\0{files[rel]['sha256']}\n".encode())
+        digest.update(f"{rel}\0{entry_digest(files[rel])[1]}\n".encode())
     return digest.hexdigest()
 
 
@@ -167,12 +169,12 @@ class Staging:
         return writer
 
     def file_table(self) -> dict[str, dict[str, Any]]:
-        """``{relative path: {"sha256", "size"}}`` of every file written so far; refuses
+        """``{relative path: {"blake3", "size"}}`` of every file written so far; refuses
         links, special files and a file named like the manifest."""
         for writer in self._writers:
             writer.close()
             rel = writer.path.relative_to(self.path).as_posix()
-            self._digests[rel] = (writer.sha256, writer.size)
+            self._digests[rel] = (writer.digest, writer.size)
         manifest = self.store.kind.manifest
         table: dict[str, dict[str, Any]] = {}
         for root, dirs, files in os.walk(self.path):
@@ -195,8 +197,8 @@ class Staging:
                     )
                 known = self._digests.get(rel)
                 if known is None:
-                    known = (sha256_file(full), full.stat().st_size)
-                table[rel] = {"sha256": known[0], "size": known[1]}
+                    known = (file_digest(full, DEFAULT), full.stat().st_size)
+                table[rel] = {DEFAULT: known[0], "size": known[1]}
         return table
 
     def commit(self, fields: Mapping[str, Any]) -> tuple[Tag, dict[str, Any]]:
@@ -429,18 +431,20 @@ class LocalStore:
         """The error for a file of a stored item that is missing or altered."""
         return IntegrityError(
             f"File '{rel}' of {self.kind.noun} '{tag}' is missing or does not match its "
-            f"recorded sha256. Delete it with '{self.kind.command} delete {tag}' and save or "
+            f"recorded digest. Delete it with '{self.kind.command} delete {tag}' and save or "
             "import it again.",
             detail={"tag": str(tag), "path": rel},
         )
 
     def verify(self, tag: Tag) -> None:
-        """Check every file of a resolved item against the sha256 in its manifest."""
+        """Check every file of a resolved item against the digest in its manifest, with
+        the algorithm that entry records."""
         manifest = self.manifest(tag)
         base = self.path(tag)
         for rel, entry in manifest.get("files", {}).items():
             path = base / safe_relpath(rel)
-            if not path.is_file() or sha256_file(path) != entry["sha256"]:
+            algorithm, expected = entry_digest(entry)
+            if not path.is_file() or file_digest(path, algorithm) != expected:
                 raise self.damaged(tag, rel)
 
     # -- aliases ---------------------------------------------------------------------

@@ -9,7 +9,7 @@ a database registry, by URL.
 
 Push and pull move items between the local store and a remote one in chunks, in
 parallel, resuming what was interrupted and verifying every byte pulled against the
-sha256 the remote manifest records before anything is published locally
+digests the remote manifest records before anything is published locally
 (``tiffin.storage.remote.transfer``). ``tiffin.models.ModelStore.push`` / ``pull`` and
 ``tiffin.bundles.BundleStore.push`` / ``pull`` are the calls to use.
 

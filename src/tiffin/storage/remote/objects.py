@@ -5,7 +5,8 @@ for NFS and tests) or object storage through fsspec (``s3://bucket/prefix``, and
 Layout under the URL's path::
 
     chunks/<ab>/<sha256>                     a chunk's bytes, named by their sha256
-    files/<ab>/<sha256>.json                 a stored file's chunk list, named by its sha256
+    files/<ab>/<digest>.json                 a stored file's chunk list, named by the
+                                             digest its manifest entry records
     <kind>s/<name>/versions/<version>.json   a version's record (manifest, who, when)
     <kind>s/<name>/aliases/<alias>           {"version": ...}: where the alias points
 
@@ -367,8 +368,8 @@ class ObjectStore(RemoteStore):
         return f"chunks/{digest[:2]}/{digest}"
 
     @staticmethod
-    def list_key(sha256: str) -> str:
-        return f"files/{sha256[:2]}/{sha256}.json"
+    def list_key(digest: str) -> str:
+        return f"files/{digest[:2]}/{digest}.json"
 
     @staticmethod
     def _items(kind: str) -> str:
@@ -401,13 +402,13 @@ class ObjectStore(RemoteStore):
             )
         return data
 
-    def chunk_list(self, sha256: str) -> ChunkList | None:
-        key = self.list_key(sha256)
+    def chunk_list(self, digest: str) -> ChunkList | None:
+        key = self.list_key(digest)
         data = self._tree.read(key)
         return None if data is None else ChunkList.from_json(data, self._tree.where(key))
 
-    def put_chunk_list(self, sha256: str, chunks: ChunkList) -> None:
-        self._tree.write(self.list_key(sha256), chunks.to_json())
+    def put_chunk_list(self, digest: str, chunks: ChunkList) -> None:
+        self._tree.write(self.list_key(digest), chunks.to_json())
 
     # -- the index ---------------------------------------------------------------------
 

@@ -13,7 +13,8 @@ Tables (prefixed ``tiffin_``)::
     labels     (item, key) -> value, indexed by key and value
     metadata   (item, key) -> the top-level metadata value as text, indexed by key
     aliases    (kind, name, alias) -> version, replaced by one upsert
-    files      a stored file's sha256 -> its chunk list
+    files      a stored file's digest (BLAKE3 or sha256, as its manifest entry records;
+               the column is named sha256, from before BLAKE3) -> its chunk list
     chunks     a chunk's sha256 -> its bytes (when the artifacts are in the database)
     settings   key -> value: where the artifacts are
 
@@ -99,6 +100,7 @@ _aliases = sa.Table(
 _files = sa.Table(
     "tiffin_files",
     _meta,
+    # holds the file's digest, BLAKE3 or sha256: renaming it would break existing registries
     sa.Column("sha256", sa.String(64), primary_key=True),
     sa.Column("chunks", sa.Text, nullable=False),
 )
@@ -361,17 +363,17 @@ class SqlStore(RemoteStore):
             )
         return bytes(data)
 
-    def chunk_list(self, sha256: str) -> ChunkList | None:
+    def chunk_list(self, digest: str) -> ChunkList | None:
         with self._errors("read from"), self.engine.connect() as connection:
             text = connection.execute(
-                sa.select(_files.c.chunks).where(_files.c.sha256 == sha256)
+                sa.select(_files.c.chunks).where(_files.c.sha256 == digest)
             ).scalar()
-        where = f"{self.url} (file {sha256})"
+        where = f"{self.url} (file {digest})"
         return None if text is None else ChunkList.from_json(str(text), where)
 
-    def put_chunk_list(self, sha256: str, chunks: ChunkList) -> None:
+    def put_chunk_list(self, digest: str, chunks: ChunkList) -> None:
         with self._errors("write to"), self.engine.begin() as connection:
-            values = {"sha256": sha256, "chunks": chunks.to_json().decode()}
+            values = {"sha256": digest, "chunks": chunks.to_json().decode()}
             _upsert(connection, _files, values, ["sha256"], update=False)
 
     # -- the index ---------------------------------------------------------------------

@@ -6,8 +6,9 @@ A remote store keeps, for each kind of item (``model``, ``bundle``):
     records   one per ``name:version``: the item's manifest exactly as the local store
               wrote it, who pushed it and when; created once, never changed
     aliases   ``name:alias`` -> version, each replaced in one atomic write
-    chunk lists   per stored file (keyed by its sha256): its size, the chunk size and the
-              sha256 of every chunk, in order
+    chunk lists   per stored file (keyed by the hex digest its manifest entry records,
+              BLAKE3 or sha256): its size, the chunk size and the sha256 of every
+              chunk, in order
     chunks    the bytes, keyed by their own sha256
 
 ``RemoteStore`` is the interface a kind of store implements; ``open_remote`` finds the
@@ -41,6 +42,7 @@ from tiffin.exceptions import (
     InvalidArgument,
     TiffinError,
 )
+from tiffin.storage.digest import valid_entry
 from tiffin.storage.local import ItemKind, files_digest, safe_relpath
 from tiffin.tag import LATEST, Tag
 
@@ -293,12 +295,14 @@ class RemoteStore(ABC):
         """The bytes stored as chunk ``digest``; ``IntegrityError`` when it is missing."""
 
     @abstractmethod
-    def chunk_list(self, sha256: str) -> ChunkList | None:
-        """How the file ``sha256`` was cut, or None when no file with it was pushed."""
+    def chunk_list(self, digest: str) -> ChunkList | None:
+        """How the file whose manifest entry records the hex ``digest`` was cut, or None
+        when no file with it was pushed."""
 
     @abstractmethod
-    def put_chunk_list(self, sha256: str, chunks: ChunkList) -> None:
-        """Record how the file ``sha256`` is cut, once all its chunks are stored."""
+    def put_chunk_list(self, digest: str, chunks: ChunkList) -> None:
+        """Record how the file with the hex ``digest`` is cut, once all its chunks are
+        stored."""
 
     # -- the index ---------------------------------------------------------------------
 
@@ -465,7 +469,7 @@ class RemoteStore(ABC):
 def check_manifest(kind: ItemKind, manifest: Mapping[str, Any], where: str) -> None:
     """Refuse a manifest from a remote store whose file table could write outside the
     item or does not say what to verify: paths must stay inside, every entry needs a
-    sha256 and a size."""
+    size and one digest (``valid_entry``)."""
     files = manifest.get("files")
     if not isinstance(files, Mapping):
         raise IntegrityError(
@@ -481,17 +485,10 @@ def check_manifest(kind: ItemKind, manifest: Mapping[str, Any], where: str) -> N
                 "nothing was pulled. Do not use this remote version.",
                 detail={"where": where, "path": str(rel)},
             ) from None
-        if (
-            rel == kind.manifest
-            or not isinstance(entry, Mapping)
-            or not isinstance(entry.get("sha256"), str)
-            or not _SHA256.fullmatch(entry["sha256"])
-            or not isinstance(entry.get("size"), int)
-            or entry["size"] < 0
-        ):
+        if rel == kind.manifest or not valid_entry(entry):
             raise IntegrityError(
                 f"The {kind.manifest} of {where} has a bad entry for '{rel}' (it needs a "
-                "sha256 and a size). Push that version again.",
+                "size and one digest, blake3 or sha256). Push that version again.",
                 detail={"where": where, "path": str(rel)},
             )
 

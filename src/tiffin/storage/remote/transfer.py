@@ -5,18 +5,19 @@ Each file is cut into chunks (``RemoteStore.chunk_size``) that move in parallel
 
 push
     A chunk already in the remote store is not sent again, so a push that was interrupted
-    sends only what is missing when run again. The whole file's sha256 is recomputed as
-    its chunks are read and must match the local manifest before its chunk list is
-    written; the record (the version) is written last, in one step that fails if the
-    version exists, so a remote version is complete or absent, and of two clients pushing
-    the same version one wins and the other finds it (identical: nothing to do; different:
-    refused).
+    sends only what is missing when run again. The whole file's digest (with the
+    algorithm its manifest entry names: BLAKE3, or sha256 in older manifests) is
+    recomputed as its chunks are read and must match the local manifest before its
+    chunk list, keyed by that digest, is written; the record (the version) is written
+    last, in one step that fails if the version exists, so a remote version is complete
+    or absent, and of two clients pushing the same version one wins and the other finds
+    it (identical: nothing to do; different: refused).
 
 pull
-    Chunks are written at their offsets into ``<store>/.partial/<sha256>``, a file that
+    Chunks are written at their offsets into ``<store>/.partial/<digest>``, a file that
     outlives an interrupted pull: run again, the chunks already there (checked against
     their sha256) are kept and only the rest is fetched. Every chunk is checked against
-    its sha256 as it arrives, and every file against the sha256 the remote manifest
+    its sha256 as it arrives, and every file against the digest the remote manifest
     records; the files then move into the local store's staging directory and the item
     is published in one rename. A mismatch raises ``IntegrityError`` and publishes nothing.
 """
@@ -42,6 +43,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from tiffin.exceptions import IntegrityError
+from tiffin.storage.digest import entry_digest, hasher, valid_entry
 from tiffin.storage.local import LocalStore, dump_manifest, safe_relpath
 from tiffin.storage.remote.store import (
     ChunkList,
@@ -108,15 +110,15 @@ def connect(remote: str | RemoteStore) -> Iterator[RemoteStore]:
 
 
 class _InOrderDigest:
-    """The sha256 of a file whose chunks complete in any order: each ``done(i)`` lets
-    whichever thread finds the next chunk ready hash it (read back from the file, which
-    the page cache still holds), so hashing overlaps the transfer and holds no chunks
-    in memory."""
+    """The digest (of ``algorithm``) of a file whose chunks complete in any order: each
+    ``done(i)`` lets whichever thread finds the next chunk ready hash it (read back from
+    the file, which the page cache still holds), so hashing overlaps the transfer and
+    holds no chunks in memory."""
 
-    def __init__(self, fd: int, spans: list[tuple[int, int, str]]) -> None:
+    def __init__(self, fd: int, spans: list[tuple[int, int, str]], algorithm: str) -> None:
         self._fd = fd
         self._spans = spans
-        self._digest = hashlib.sha256()
+        self._digest = hasher(algorithm)
         self._ready: set[int] = set()
         self._next = 0
         self._busy = False
@@ -197,10 +199,12 @@ def _cut(size: int, chunk_size: int) -> ChunkList:
 
 @dataclass
 class _File:
-    """One file on the move: where it is, how it is cut, what is left of it."""
+    """One file on the move: where it is, its digest (``algorithm``, ``digest``: what
+    its chunk list is keyed by), how it is cut, what is left of it."""
 
     rels: list[str]
-    sha256: str
+    algorithm: str
+    digest: str
     fd: int
     chunks: ChunkList
     path: Path | None = None
@@ -210,7 +214,7 @@ class _File:
 
     def __post_init__(self) -> None:
         self.spans = self.chunks.spans()
-        self.hasher = _InOrderDigest(self.fd, self.spans)
+        self.hasher = _InOrderDigest(self.fd, self.spans, self.algorithm)
         self.digests = [""] * len(self.chunks.chunks)
         self.left = len(self.chunks.chunks)
 
@@ -279,7 +283,7 @@ def push_item(
     Returns what moved; pushing a version the remote has identically moves nothing.
     Raises ``AlreadyExists`` (the kind's) when the remote has that version with other
     files, ``Conflict`` when the version is an alias there, and ``IntegrityError`` when
-    a local file no longer matches its sha256.
+    a local file no longer matches its digest.
     """
     kind = local.kind
     resolved = local.resolve(tag)
@@ -319,16 +323,17 @@ class _Sender(_Mover):
         base = self.local.path(self.tag)
         seen: set[str] = set()
         for rel, entry in files.items():
-            sha256, size = str(entry["sha256"]), int(entry["size"])
-            if sha256 in seen or self.remote.chunk_list(sha256) is not None:
+            (algorithm, digest), size = entry_digest(entry), int(entry["size"])
+            if digest in seen or self.remote.chunk_list(digest) is not None:
                 self.count(size)  # pushed before, with another version or another path
                 continue
-            seen.add(sha256)
+            seen.add(digest)
             try:
                 fd = os.open(base / safe_relpath(rel), os.O_RDONLY)
             except FileNotFoundError:
                 raise self.local.damaged(self.tag, rel) from None
-            self.files.append(_File([rel], sha256, fd, _cut(size, self.remote.chunk_size)))
+            cut = _cut(size, self.remote.chunk_size)
+            self.files.append(_File([rel], algorithm, digest, fd, cut))
             if os.fstat(fd).st_size != size:
                 raise self.local.damaged(self.tag, rel)
 
@@ -347,10 +352,18 @@ class _Sender(_Mover):
         return item, length, moved
 
     def finish(self, item: _File) -> None:
-        if item.hasher.hexdigest() != item.sha256:
+        if item.hasher.hexdigest() != item.digest:
             raise self.local.damaged(self.tag, item.rels[0])
         final = ChunkList(item.chunks.size, item.chunks.chunk_size, tuple(item.digests))
-        self.remote.put_chunk_list(item.sha256, final)
+        self.remote.put_chunk_list(item.digest, final)
+
+
+def _digests(files: Mapping[str, Mapping[str, Any]]) -> dict[str, tuple[str, str] | None]:
+    """``{path: (algorithm, hex digest)}`` of a file table, None for a malformed entry
+    (a remote record not checked yet)."""
+    return {
+        rel: entry_digest(entry) if valid_entry(entry) else None for rel, entry in files.items()
+    }
 
 
 def _same_or_raise(
@@ -359,9 +372,7 @@ def _same_or_raise(
     record: Record,
     files: Mapping[str, Mapping[str, Any]],
 ) -> None:
-    ours = {rel: entry["sha256"] for rel, entry in files.items()}
-    theirs = {rel: entry.get("sha256") for rel, entry in record.files.items()}
-    if ours == theirs:
+    if _digests(files) == _digests(record.files):
         return
     kind = local.kind
     raise kind.exists(
@@ -387,7 +398,7 @@ def pull_item(
 
     ``validate`` checks the record's item-specific fields and raises to refuse it.
     Returns what moved; pulling a version the local store has identically moves nothing.
-    Raises ``IntegrityError`` when a chunk or file does not match its sha256 (nothing is
+    Raises ``IntegrityError`` when a chunk or file does not match its digest (nothing is
     published then), and the kind's ``AlreadyExists`` when the local store has that
     version with other files.
     """
@@ -435,11 +446,11 @@ class _Receiver(_Mover):
         folder = self.local.root / PARTIAL_DIR
         folder.mkdir(parents=True, exist_ok=True)
         _sweep(folder)
-        by_sha: dict[str, list[str]] = {}
+        by_digest: dict[tuple[str, str], list[str]] = {}
         for rel, entry in self.record.files.items():
-            by_sha.setdefault(str(entry["sha256"]), []).append(rel)
-        for sha256, rels in by_sha.items():
-            chunks = self.remote.chunk_list(sha256)
+            by_digest.setdefault(entry_digest(entry), []).append(rel)
+        for (algorithm, digest), rels in by_digest.items():
+            chunks = self.remote.chunk_list(digest)
             size = int(self.record.files[rels[0]]["size"])
             if chunks is None or chunks.size != size:
                 problem = (
@@ -448,8 +459,8 @@ class _Receiver(_Mover):
                     else f"has a chunk list of {chunks.size} bytes, not {size}"
                 )
                 raise self._refuse(f"File '{rels[0]}' of {self.where} {problem}.", path=rels[0])
-            path, fd, resumed = _open_partial(folder, sha256, size)
-            self.files.append(_File(rels, sha256, fd, chunks, path, resumed))
+            path, fd, resumed = _open_partial(folder, digest, size)
+            self.files.append(_File(rels, algorithm, digest, fd, chunks, path, resumed))
 
     def chunk(self, item: _File, index: int) -> tuple[_File, int, int]:
         offset, length, digest = item.spans[index]
@@ -470,12 +481,12 @@ class _Receiver(_Mover):
         return item, length, length
 
     def finish(self, item: _File) -> None:
-        if item.hasher.hexdigest() != item.sha256:
+        if item.hasher.hexdigest() != item.digest:
             assert item.path is not None
             item.path.unlink(missing_ok=True)
             raise self._refuse(
-                f"File '{item.rels[0]}' of {self.where} does not match the sha256 its "
-                f"{self.local.kind.manifest} records: the remote copy is damaged or was "
+                f"File '{item.rels[0]}' of {self.where} does not match the {item.algorithm} "
+                f"its {self.local.kind.manifest} records: the remote copy is damaged or was "
                 "altered.",
                 path=item.rels[0],
             )
@@ -514,15 +525,13 @@ class _Receiver(_Mover):
         super().close()  # releases the partial files' locks
         for item in self.files:
             assert item.path is not None
-            if item.path.name != item.sha256:  # a private partial file cannot be resumed
+            if item.path.name != item.digest:  # a private partial file cannot be resumed
                 item.path.unlink(missing_ok=True)
 
 
 def _local_same_or_raise(local: LocalStore, remote: RemoteStore, record: Record) -> Transfer:
-    ours = {rel: entry["sha256"] for rel, entry in local.manifest(record.tag)["files"].items()}
-    theirs = {rel: entry["sha256"] for rel, entry in record.files.items()}
-    if ours == theirs:
-        return Transfer(record.tag, remote.url, added=False, files=len(theirs))
+    if _digests(local.manifest(record.tag)["files"]) == _digests(record.files):
+        return Transfer(record.tag, remote.url, added=False, files=len(record.files))
     kind = local.kind
     raise kind.exists(
         f"{kind.noun.capitalize()} '{record.tag}' is in the local store with other files "
@@ -532,17 +541,17 @@ def _local_same_or_raise(local: LocalStore, remote: RemoteStore, record: Record)
     )
 
 
-def _open_partial(folder: Path, sha256: str, size: int) -> tuple[Path, int, bool]:
-    """The partial file to pull ``sha256`` into, locked for this process, and whether it
-    holds what an earlier pull fetched. A file another process is pulling right now gets
-    a private partial file instead (no resume, no interference)."""
-    path = folder / sha256
+def _open_partial(folder: Path, digest: str, size: int) -> tuple[Path, int, bool]:
+    """The partial file to pull the file ``digest`` into, locked for this process, and
+    whether it holds what an earlier pull fetched. A file another process is pulling
+    right now gets a private partial file instead (no resume, no interference)."""
+    path = folder / digest
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        path = folder / f"{sha256}.{os.getpid()}-{secrets.token_hex(4)}"
+        path = folder / f"{digest}.{os.getpid()}-{secrets.token_hex(4)}"
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
     resumed = size > 0 and os.fstat(fd).st_size == size
     if not resumed:
