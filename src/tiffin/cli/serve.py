@@ -30,7 +30,8 @@ __all__ = ["serve"]
 @click.option(
     "--workers",
     type=click.IntRange(min=1),
-    help="Worker processes [env: TIFFIN_WORKERS; default: @tiffin.service(workers=...) or 1].",
+    help="Worker processes; with 2 or more a supervisor replaces one that dies "
+    "[env: TIFFIN_WORKERS; default: @tiffin.service(workers=...) or 1].",
 )
 @click.option(
     "--reload",

@@ -574,8 +574,12 @@ def create_app(
     version: str = "",
 ) -> App:
     """Build the ASGI app of a service; dependencies given by URL get a ``tiffin.Client``."""
-    if remote is None:
-        from tiffin.client import Client
+    return App(spec, settings, remote=remote or _client, version=version)
 
-        remote = Client
-    return App(spec, settings, remote=remote, version=version)
+
+def _client(url: str) -> Any:
+    """A ``tiffin.Client`` for a dependency given by URL. The client, and httpx with it
+    (about 100 modules, rich's among them), is imported only by a service that has one."""
+    from tiffin.client import Client
+
+    return Client(url)

@@ -4,6 +4,15 @@
         (binds host:port,         ├── worker 2
          owns the socket)         └── ...      every worker accepts on the same socket
 
+- **One worker.** With ``workers: 1`` (the default) and no ``--reload``, there is no
+  supervisor: the ``tiffin serve`` process imports the service, binds the socket and
+  serves it itself, as a worker would. A second process would only add its memory (the
+  worker touches, and so copies, most of what it would share with its parent: about
+  40 MiB here) and its start-up to the server's, for one thing the process itself cannot
+  do: replace itself after a crash. Whatever runs the server does that (Kubernetes, the
+  container runtime's restart policy, systemd); ``workers: 2`` or more brings the
+  supervisor back, with restarts in place.
+
 - **Starting workers.** The supervisor imports the service (so a wrong reference or a
   module that fails to import is reported before anything starts) and then forks each
   worker from itself: a worker starts without a second interpreter or a second import,
@@ -69,10 +78,11 @@ from tiffin.exceptions import (
 from tiffin.models import ModelStore
 from tiffin.observability.logging import configure as configure_logging
 from tiffin.server.worker import WorkerOptions, run_forked, service_settings
+from tiffin.server.worker import run as run_worker
 from tiffin.service import ServiceSpec
 from tiffin.service.loader import load_service
 
-__all__ = ["GRACE_MARGIN", "MAX_START_FAILURES", "Supervisor", "serve"]
+__all__ = ["GRACE_MARGIN", "MAX_START_FAILURES", "Supervisor", "ready_line", "serve"]
 
 GRACE_MARGIN = 5.0
 """Seconds past ``grace_period`` a worker gets to exit before it is killed."""
@@ -90,7 +100,8 @@ def serve(
     reload: bool = False,
     on_ready: Callable[[str], None] | None = None,
 ) -> None:
-    """Serve a service with worker processes until SIGTERM or SIGINT.
+    """Serve a service until SIGTERM or SIGINT: in this process with one worker, else with
+    worker processes under this one as their supervisor.
 
     Imports the service here first, so a wrong reference or a module that fails to
     import is reported before anything starts. Blocks; returns after a clean stop.
@@ -134,13 +145,27 @@ def serve(
     if reload and settings.workers != 1:
         log.info("Reloading runs one worker, not %d.", settings.workers)
         settings = settings.model_copy(update={"workers": 1})
+    if settings.workers == 1 and not reload:
+        with (
+            _listen(settings.host, settings.port) as listener,
+            _claim_grpc(settings, flags) or contextlib.nullcontext(),
+        ):
+            _serve_alone(
+                target=target,
+                name=spec.name if bundle is None else str(bundle.tag),
+                bundle=None if bundle is None else (str(bundle.tag), str(home)),
+                spec=spec,
+                directory=directory,
+                flags=flags,
+                listener=listener,
+                on_ready=on_ready,
+            )
+        return
     fork = settings.start_method == "fork" and not reload and _fork_is_safe()
     if fork:
         gc.freeze()  # the collector leaves what exists now alone, so workers share its pages
     listener = _listen(settings.host, settings.port)
-    grpc_claim = None if settings.grpc_port is None else _claim(settings.host, settings.grpc_port)
-    if grpc_claim is not None:
-        flags["grpc_port"] = grpc_claim.getsockname()[1]
+    grpc_claim = _claim_grpc(settings, flags)
     with (
         listener,
         grpc_claim or contextlib.nullcontext(),
@@ -162,6 +187,76 @@ def serve(
             on_ready=on_ready,
         )
         asyncio.run(supervisor.run())
+
+
+def _serve_alone(
+    *,
+    target: str,
+    name: str,
+    bundle: tuple[str, str] | None,
+    spec: ServiceSpec,
+    directory: Path,
+    flags: Mapping[str, Any],
+    listener: socket.socket,
+    on_ready: Callable[[str], None] | None,
+) -> None:
+    """Serve with this process as the one worker (see "One worker" above)."""
+    failure: dict[str, Any] = {}
+
+    def report(**message: Any) -> None:
+        if message.get("ready"):
+            line = ready_line(name, _url(listener), 1, flags.get("grpc_port"))
+            if on_ready is not None:
+                on_ready(line)
+            else:
+                log.info(line, extra={"url": _url(listener), "workers": 1})
+        elif "failed" in message:
+            failure.update(message)
+
+    options = WorkerOptions(
+        target=target,
+        directory=str(directory),
+        listen_fd=os.dup(listener.fileno()),  # the worker closes its socket when it stops
+        channel_fd=-1,
+        flags=dict(flags),
+        bundle=bundle,
+    )
+    # What exists now lives as long as the server: the collector leaves it alone, so a
+    # collection walks only what requests allocate (as in a forked worker).
+    gc.freeze()
+    code = run_worker(options, spec, report=report)
+    if code != 0:
+        reason = str(failure.get("failed") or "it stopped before its service was ready.")
+        cls = error_class(str(failure.get("type") or "ServiceError"))
+        raise (ServiceError if cls is TiffinError else cls)(
+            f"Service '{name}' failed to start: {reason}",
+            detail={"service": name, "exit_code": code},
+        )
+    log.info("Stopped %s.", name)
+
+
+def ready_line(
+    name: str, url: str, workers: int, grpc_port: int | None, reload: Path | None = None
+) -> str:
+    """The line that says the server is up: where, with how many workers, and what else."""
+    line = (
+        f"Serving {name} at {url} with {workers} worker{'s' if workers != 1 else ''} "
+        f"(docs: {url}/docs)"
+    )
+    if grpc_port is not None:
+        line += f", gRPC on port {grpc_port}"
+    if reload is not None:
+        line += f", reloading on changes to .py files in {reload}"
+    return line
+
+
+def _claim_grpc(settings: Settings, flags: dict[str, Any]) -> socket.socket | None:
+    """Claim the gRPC port, when there is one, and put the port claimed in ``flags``."""
+    if settings.grpc_port is None:
+        return None
+    claim = _claim(settings.host, settings.grpc_port)
+    flags["grpc_port"] = claim.getsockname()[1]
+    return claim
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -512,15 +607,13 @@ class Supervisor:
 
     def _announce(self) -> None:
         count = len(self.workers)
-        line = (
-            f"Serving {self.name} at {self.url} with {count} worker{'s' if count != 1 else ''} "
-            f"(docs: {self.url}/docs)"
+        line = ready_line(
+            self.name,
+            self.url,
+            count,
+            self.flags.get("grpc_port"),
+            self.directory if self.reload else None,
         )
-        grpc_port = self.flags.get("grpc_port")
-        if grpc_port is not None:
-            line += f", gRPC on port {grpc_port}"
-        if self.reload:
-            line += f", reloading on changes to .py files in {self.directory}"
         if self.on_ready is not None:
             self.on_ready(line)
         else:

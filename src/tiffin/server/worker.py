@@ -24,7 +24,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -122,12 +122,21 @@ class _Channel:
 
 class _Server(uvicorn.Server):
     """uvicorn's server, reporting readiness to the supervisor and exiting quietly when
-    the supervisor asks it to stop."""
+    the supervisor asks it to stop. Serving alone (``alone``), it says itself that it
+    received a stop signal, as the supervisor does otherwise."""
 
-    def __init__(self, config: uvicorn.Config, channel: _Channel, stop: threading.Event) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        tell: Callable[..., None],
+        stop: threading.Event,
+        *,
+        alone: bool = False,
+    ) -> None:
         super().__init__(config)
-        self.channel = channel
+        self.tell = tell
         self.stop = stop
+        self.alone = alone
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         # When the service fails to start, the app logs why and the supervisor reports it;
@@ -140,7 +149,18 @@ class _Server(uvicorn.Server):
         finally:
             _UVICORN_LOG.disabled = False
         if self.started:
-            self.channel.tell(ready=True)
+            self.tell(ready=True)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.alone and not self.should_exit:
+            log.info(
+                "Received %s: finishing requests in flight (at most %g s), then stopping.",
+                signal.Signals(sig).name,
+                self.config.timeout_graceful_shutdown,
+            )
+        elif self.alone and sig == signal.SIGINT:
+            log.warning("Interrupted again: stopping now.")
+        super().handle_exit(sig, frame)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -189,6 +209,13 @@ def _abandon_stuck_calls(deadline: float) -> None:
         os._exit(0)
 
 
+def _watch_supervisor(channel: _Channel, stop: threading.Event, server: _Server) -> None:
+    """Stop the worker when its supervisor is gone (its end of the channel closed)."""
+    channel.wait_for_eof()
+    stop.set()
+    server.should_exit = True
+
+
 def main(argument: str) -> int:
     """Run one worker until it is told to stop; returns the process's exit code."""
     return run(WorkerOptions.from_argument(argument))
@@ -225,14 +252,26 @@ def run_forked(options: WorkerOptions, spec: ServiceSpec, metrics_dir: str) -> N
         os._exit(code)
 
 
-def run(options: WorkerOptions, spec: ServiceSpec | None = None) -> int:
+def run(
+    options: WorkerOptions,
+    spec: ServiceSpec | None = None,
+    *,
+    report: Callable[..., None] | None = None,
+) -> int:
     """Run one worker until it is told to stop; returns the process's exit code.
 
     Args:
         options: what the supervisor said.
         spec: the service, when already imported (a forked worker); else it is loaded.
+        report: serving alone, without a supervisor: called with what the worker would
+            tell the supervisor (``ready=True``, or ``failed=`` and ``type=``);
+            ``options.channel_fd`` is not used then.
     """
-    channel = _Channel(options.channel_fd)
+    channel: _Channel | None = None
+    if report is None:
+        channel = _Channel(options.channel_fd)
+        report = channel.tell
+    tell = report
     stop = threading.Event()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
@@ -249,7 +288,7 @@ def run(options: WorkerOptions, spec: ServiceSpec | None = None) -> int:
             spec = load_service(options.target, directory)
         settings = service_settings(spec, directory, options.flags)
     except TiffinError as exc:
-        channel.tell(**_failure(exc, directory))
+        tell(**_failure(exc, directory))
         return STARTUP_FAILED
     configure_logging(settings)
     if stop.is_set():
@@ -258,7 +297,7 @@ def run(options: WorkerOptions, spec: ServiceSpec | None = None) -> int:
     try:  # here, after the fork: the SDK's exporters run threads of their own
         settings = tracing.configure(settings, spec.name, os.environ, version=version)
     except TiffinError as exc:
-        channel.tell(**_failure(exc, directory))
+        tell(**_failure(exc, directory))
         return STARTUP_FAILED
     app = create_app(spec, settings, version=version)
     server = _Server(
@@ -275,16 +314,17 @@ def run(options: WorkerOptions, spec: ServiceSpec | None = None) -> int:
             server_header=False,
             interface="asgi3",
         ),
-        channel,
+        tell,
         stop,
+        alone=channel is None,
     )
-
-    def watch_supervisor() -> None:
-        channel.wait_for_eof()
-        stop.set()
-        server.should_exit = True
-
-    threading.Thread(target=watch_supervisor, name="tiffin-supervisor", daemon=True).start()
+    if channel is not None:
+        threading.Thread(
+            target=_watch_supervisor,
+            args=(channel, stop, server),
+            name="tiffin-supervisor",
+            daemon=True,
+        ).start()
     listener = socket.socket(fileno=options.listen_fd)
     with contextlib.suppress(SystemExit):  # uvicorn's way of saying the startup failed
         server.run(sockets=[listener])
@@ -294,9 +334,9 @@ def run(options: WorkerOptions, spec: ServiceSpec | None = None) -> int:
         return 0
     error = app.startup_error
     if error is None:
-        channel.tell(failed="The worker stopped before its service was ready.", type="ServiceError")
+        tell(failed="The worker stopped before its service was ready.", type="ServiceError")
     else:
-        channel.tell(**_failure(error, directory))
+        tell(**_failure(error, directory))
     return STARTUP_FAILED
 
 
