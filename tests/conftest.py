@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,14 @@ def need(available: bool, what: str) -> None:
     if REQUIRE_ALL:
         pytest.fail(f"{what} is required when TIFFIN_TEST_REQUIRE_ALL=1")
     pytest.skip(what)
+
+
+def wait_until(check: Callable[[], object], seconds: float = 20.0, what: str = "") -> None:
+    """Poll ``check`` until it is true; fail, naming ``what``, after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what or 'the condition'}"
+        time.sleep(0.02)
 
 
 @pytest.fixture

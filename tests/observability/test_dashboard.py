@@ -8,7 +8,6 @@ import base64
 import importlib.util
 import json
 import re
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -23,7 +22,7 @@ import yaml
 import tiffin
 from tests.conftest import need
 from tests.server.conftest import Server, start_server
-from tests.server.test_docs import CHROMIUM_FLAGS, DevTools, chromium, self_contained
+from tests.server.test_docs import DevTools, chromium, devtools_page, dump_dom, self_contained
 from tiffin.testing import TestClient
 
 
@@ -256,21 +255,7 @@ def charted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 def test_without_the_key_the_page_asks_for_it_in_chromium(charted: Server, tmp_path: Path) -> None:
-    done = subprocess.run(
-        [
-            chromium(),
-            *CHROMIUM_FLAGS,
-            f"--user-data-dir={tmp_path / 'profile'}",
-            "--virtual-time-budget=5000",
-            "--dump-dom",
-            f"{charted.url}/dashboard",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    dom = done.stdout
+    dom = dump_dom(f"{charted.url}/dashboard", tmp_path / "profile", 5000)
     assert (
         '<div id="problem" class="problem">This server needs an API key to show its metrics. '
         "Enter it above.</div>"
@@ -313,31 +298,10 @@ def test_the_dashboard_renders_live_data_in_chromium(charted: Server, tmp_path: 
     need(importlib.util.find_spec("websockets") is not None, "websockets (pip install websockets)")
     import websockets
 
-    profile = tmp_path / "profile"
-    browser = subprocess.Popen(
-        [
-            chromium(),
-            *CHROMIUM_FLAGS,
-            f"--user-data-dir={profile}",
-            "--remote-debugging-port=0",
-            "--window-size=1400,1000",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        port_file = profile / "DevToolsActivePort"
-        deadline = time.monotonic() + 60
-        while not (port_file.exists() and port_file.read_text().strip()):
-            assert time.monotonic() < deadline, "chromium did not open its DevTools port"
-            assert browser.poll() is None, "chromium exited"
-            time.sleep(0.05)
-        port = port_file.read_text().split()[0]
-        targets = httpx.get(f"http://127.0.0.1:{port}/json/list").json()
-        page = next(target for target in targets if target["type"] == "page")
+    with devtools_page(tmp_path / "profile", "--window-size=1400,1000") as page:
 
         async def main() -> tuple[dict[str, Any], str, bytes]:
-            async with websockets.connect(page["webSocketDebuggerUrl"], max_size=None) as ws:
+            async with websockets.connect(page, max_size=None) as ws:
                 tools = DevTools(ws)
                 await tools.command(
                     "Emulation.setDeviceMetricsOverride",
@@ -384,9 +348,6 @@ def test_the_dashboard_renders_live_data_in_chromium(charted: Server, tmp_path: 
                 return charts, status + "\n" + dom, png
 
         charts, dom, png = asyncio.run(main())
-    finally:
-        browser.terminate()
-        browser.wait(30)
     screenshot = tmp_path / "dashboard.png"
     screenshot.write_bytes(png)
     assert png.startswith(b"\x89PNG\r\n\x1a\n")

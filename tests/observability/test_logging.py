@@ -7,12 +7,12 @@ import io
 import json
 import logging
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from tests.conftest import wait_until
 from tiffin import config
 from tiffin.observability.logging import BATCH_INTERVAL, AccessLog, configure
 
@@ -56,13 +56,6 @@ def stream(restore_logging: None) -> Stream:
     target = Stream()
     configure(config.load(flags={"log_format": "json", "log_level": "debug"}), stream=target)
     return target
-
-
-def wait_until(check: Callable[[], bool], seconds: float = 5.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
 
 
 def test_info_lines_are_written_from_the_writer_thread_in_one_batch(stream: Stream) -> None:

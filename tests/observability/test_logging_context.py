@@ -9,8 +9,7 @@ import asyncio
 import json
 import logging
 import os
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import httpx
 import pytest
 
 import tiffin
+from tests.conftest import wait_until
 from tests.observability.test_logging import Stream
 from tests.server.asgi import serving
 from tests.server.conftest import start_server
@@ -371,19 +371,12 @@ def say(url: str, word: str, request_id: str) -> bytes:
     return body
 
 
-def wait_for(check: Callable[[], bool], seconds: float = 10.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        assert time.monotonic() < deadline, "gave up waiting"
-        time.sleep(0.05)
-
-
 def test_a_served_worker_names_requests_in_json_lines(tmp_path: Path) -> None:
     server = serve_talker(tmp_path, "  log_format: json\n")
     try:
         for i in range(6):  # on new connections, so both workers answer some
             say(server.url, f"w{i}", f"req-{i}")
-        wait_for(lambda: len([r for r in server.records() if r["logger"] == "tiffin.access"]) >= 6)
+        wait_until(lambda: sum(r["logger"] == "tiffin.access" for r in server.records()) >= 6)
     finally:
         server.stop()
     lines = server.records()
@@ -406,7 +399,7 @@ def test_level_format_and_bodies_are_configured_for_every_worker(tmp_path: Path)
     )
     try:
         sent = [say(server.url, f"w{i}", f"req-{i}") for i in range(4)]
-        wait_for(lambda: server.log().count("said w") == 4)
+        wait_until(lambda: server.log().count("said w") == 4)
     finally:
         server.stop()
     lines = server.log().splitlines()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -14,6 +14,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.conftest import wait_until
 from tests.server.conftest import Server, start_server
 from tiffin.models import ModelStore
 
@@ -111,13 +112,6 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 
 def series(samples: Samples, name: str) -> dict[frozenset[tuple[str, str]], float]:
     return {labels: v for (found, labels), v in samples.items() if found == name}
-
-
-def wait_until(condition: Callable[[], bool], seconds: float = 20.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "gave up waiting"
-        time.sleep(0.05)
 
 
 def post(url: str, api: str, **body: object) -> httpx.Response:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.observability.test_metrics_served import scrape, value, wait_until
+from tests.conftest import wait_until
+from tests.observability.test_metrics_served import scrape, value
 from tests.server.conftest import Server, start_server
 
 SERVICE = """

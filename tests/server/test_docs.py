@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import json
 import re
@@ -167,6 +168,56 @@ def chromium() -> str:
     return path
 
 
+def dump_dom(url: str, profile: Path, budget_ms: int) -> str:
+    """The DOM headless chromium has built from ``url`` after ``budget_ms`` of virtual time."""
+    done = subprocess.run(
+        [
+            chromium(),
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={profile}",
+            f"--virtual-time-budget={budget_ms}",
+            "--dump-dom",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@contextlib.contextmanager
+def devtools_page(profile: Path, *flags: str) -> Iterator[str]:
+    """Headless chromium with its DevTools port open: the DevTools WebSocket URL of its
+    page. Chromium is stopped at the end."""
+    browser = subprocess.Popen(
+        [
+            chromium(),
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={profile}",
+            "--remote-debugging-port=0",
+            *flags,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        port_file = profile / "DevToolsActivePort"
+        deadline = time.monotonic() + 60
+        while not (port_file.exists() and port_file.read_text().strip()):
+            assert time.monotonic() < deadline, "chromium did not open its DevTools port"
+            assert browser.poll() is None, "chromium exited"
+            time.sleep(0.05)
+        port = port_file.read_text().split()[0]
+        targets = httpx.get(f"http://127.0.0.1:{port}/json/list").json()
+        page: str = next(t for t in targets if t["type"] == "page")["webSocketDebuggerUrl"]
+        yield page
+    finally:
+        browser.terminate()
+        browser.wait(30)
+
+
 @pytest.fixture(scope="module")
 def atlas_url() -> Iterator[str]:
     with live_server(Atlas) as url:
@@ -174,21 +225,7 @@ def atlas_url() -> Iterator[str]:
 
 
 def test_the_page_renders_every_api_in_chromium(atlas_url: str, tmp_path: Path) -> None:
-    done = subprocess.run(
-        [
-            chromium(),
-            *CHROMIUM_FLAGS,
-            f"--user-data-dir={tmp_path / 'profile'}",
-            "--virtual-time-budget=10000",
-            "--dump-dom",
-            f"{atlas_url}/docs",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    dom = done.stdout
+    dom = dump_dom(f"{atlas_url}/docs", tmp_path / "profile", 10000)
     for name, route in (("add", "/add"), ("tag", "/v1/tag"), ("count", "/count")):
         assert f'id="api-{name}"' in dom
         assert f'<code class="route">{route}</code>' in dom
@@ -248,25 +285,10 @@ def test_send_shows_status_request_id_and_the_answer_in_chromium(
     need(importlib.util.find_spec("websockets") is not None, "websockets (pip install websockets)")
     import websockets
 
-    profile = tmp_path / "profile"
-    browser = subprocess.Popen(
-        [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--remote-debugging-port=0"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        port_file = profile / "DevToolsActivePort"
-        deadline = time.monotonic() + 60
-        while not (port_file.exists() and port_file.read_text().strip()):
-            assert time.monotonic() < deadline, "chromium did not open its DevTools port"
-            assert browser.poll() is None, "chromium exited"
-            time.sleep(0.05)
-        port = port_file.read_text().split()[0]
-        targets = httpx.get(f"http://127.0.0.1:{port}/json/list").json()
-        page = next(target for target in targets if target["type"] == "page")
+    with devtools_page(tmp_path / "profile") as page:
 
         async def main() -> None:
-            async with websockets.connect(page["webSocketDebuggerUrl"], max_size=None) as ws:
+            async with websockets.connect(page, max_size=None) as ws:
                 tools = DevTools(ws)
                 await tools.command("Page.navigate", url=f"{atlas_url}/docs")
                 for _ in range(400):
@@ -297,6 +319,3 @@ def test_send_shows_status_request_id_and_the_answer_in_chromium(
                 assert "ServiceError" in counted["events"][2]
 
         asyncio.run(main())
-    finally:
-        browser.terminate()
-        browser.wait(30)

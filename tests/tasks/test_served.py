@@ -3,6 +3,7 @@ the same store, and stopped with SIGTERM while tasks run and wait."""
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import threading
@@ -12,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from tests.conftest import wait_until
 from tests.server.conftest import Server, start_server
 from tiffin.tasks.queue import open_store
 
@@ -53,13 +55,6 @@ def lines(effects: Path) -> list[str]:
     return effects.read_text().splitlines() if effects.exists() else []
 
 
-def wait_until(check: Any, what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
 def children(pid: int) -> list[int]:
     found = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     return [int(child) for child in found]
@@ -76,7 +71,7 @@ def kill_everything(server: Server) -> None:
     os.kill(pid, signal.SIGKILL)
     server.process.wait(10)
     for worker in workers:
-        wait_until(lambda worker=worker: gone(worker), f"worker {worker} to exit")
+        wait_until(functools.partial(gone, worker), what=f"worker {worker} to exit")
 
 
 def gone(pid: int) -> bool:
@@ -106,7 +101,7 @@ def test_tasks_of_a_killed_server_run_again_and_complete_once(tmp_path: Path) ->
         ids = [submit(server.url, n, 60.0 if n < 2 else 0.2) for n in range(4)]
         wait_until(
             lambda: {line.split()[1] for line in lines(effects)} == {"0", "1"},
-            "the first two tasks to start",
+            what="the first two tasks to start",
         )
         kill_everything(server)
     finally:
@@ -124,7 +119,7 @@ def test_tasks_of_a_killed_server_run_again_and_complete_once(tmp_path: Path) ->
             ]
             return all(status["status"] == "completed" for status in statuses)
 
-        wait_until(all_completed, "every task to complete")
+        wait_until(all_completed, what="every task to complete")
         assert [s["attempts"] for s in statuses] == [2, 2, 1, 1]
         results = [
             httpx.get(f"{server.url}/tasks/work/{task_id}/result", timeout=10).json()
@@ -157,7 +152,7 @@ def test_sigterm_stops_claiming_and_lets_running_tasks_finish(tmp_path: Path) ->
     try:
         running = submit(server.url, 0, 1.0)
         waiting = submit(server.url, 1, 0.1)
-        wait_until(lambda: lines(effects) != [], "the first task to start")
+        wait_until(lambda: lines(effects) != [], what="the first task to start")
 
         def linger() -> None:
             response = httpx.post(f"{server.url}/linger", json={"seconds": 3.0}, timeout=30)

@@ -29,6 +29,7 @@ from typing import Any, ClassVar, Self
 import orjson
 
 from tiffin.exceptions import ServiceDefinitionError
+from tiffin.extras import load_plugin
 
 __all__ = ["ENTRY_POINT_GROUP", "Codec", "Upload", "codec_for", "either", "negotiate", "refresh"]
 
@@ -210,20 +211,14 @@ def refresh() -> None:
 def _codec_classes() -> tuple[type[Codec], ...]:
     found: list[type[Codec]] = []
     for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            cls = entry.load()
-        except Exception as exc:
-            raise ServiceDefinitionError(
-                f"The IO type plugin '{entry.name}' ({entry.value}) failed to import: {exc}. "
-                "Reinstall the package that provides it.",
-                detail={"entry_point": entry.value},
-            ) from exc
-        if not (isinstance(cls, type) and issubclass(cls, Codec)):
-            raise ServiceDefinitionError(
-                f"The IO type plugin '{entry.name}' ({entry.value}) is not a subclass of "
-                "tiffin.io.Codec. Fix the plugin's entry point.",
-                detail={"entry_point": entry.value},
-            )
+        cls: type[Codec] = load_plugin(
+            entry,
+            Codec,
+            kind="IO type",
+            base_name="tiffin.io.Codec",
+            error=ServiceDefinitionError,
+            detail={"entry_point": entry.value},
+        )
         found.append(cls)
     found.sort(key=lambda cls: -cls.priority)
     return tuple(found)

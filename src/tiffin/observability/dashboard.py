@@ -18,11 +18,8 @@ into it. ``/dashboard/data`` needs one where ``/metrics`` does (``metrics_need_k
 
 from __future__ import annotations
 
-import functools
-import html
 import math
 import time
-from importlib.resources import files
 from urllib.parse import parse_qs
 
 import orjson
@@ -30,19 +27,9 @@ import orjson
 from tiffin.exceptions import InvalidArgument
 from tiffin.observability.alerts import Alerts
 from tiffin.observability.history import History
+from tiffin.pages import page_assets
 
 __all__ = ["Dashboard"]
-
-_TYPES = {
-    "index.html": b"text/html; charset=utf-8",
-    "dashboard.js": b"text/javascript; charset=utf-8",
-    "dashboard.css": b"text/css; charset=utf-8",
-}
-
-
-@functools.cache
-def _read(name: str) -> bytes:
-    return files("tiffin.server").joinpath("dashboard_assets", name).read_bytes()
 
 
 class Dashboard:
@@ -62,13 +49,7 @@ class Dashboard:
         self.service = service
         self.history = history
         self.alerts = alerts
-        page = _read("index.html").replace(b"{{title}}", html.escape(service).encode())
-        self._assets: dict[str, tuple[bytes, bytes]] = {
-            "/dashboard": (page, _TYPES["index.html"]),
-            "/dashboard/": (page, _TYPES["index.html"]),
-        }
-        for name in ("dashboard.js", "dashboard.css"):
-            self._assets[f"/dashboard/{name}"] = (_read(name), _TYPES[name])
+        self._assets = page_assets("dashboard", service)
 
     def asset(self, path: str) -> tuple[bytes, bytes] | None:
         """The body and content type of a dashboard path, or None."""

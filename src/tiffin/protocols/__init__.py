@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from tiffin.exceptions import ConfigError, ServiceDefinitionError, TiffinError
+from tiffin.extras import load_plugin
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -227,22 +228,16 @@ def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:
 @functools.cache
 def _load(name: str) -> type[Protocol]:
     entry = _entry_points()[name]
-    try:
-        cls = entry.load()
-    except Exception as exc:
-        raise ServiceDefinitionError(
-            f"The protocol plugin '{entry.name}' ({entry.value}) failed to import: {exc}. "
-            "Reinstall the package that provides it, or leave it out with the protocols "
-            "setting (TIFFIN_PROTOCOLS).",
-            detail={"entry_point": entry.value},
-        ) from exc
-    if not (isinstance(cls, type) and issubclass(cls, Protocol)):
-        raise ServiceDefinitionError(
-            f"The protocol plugin '{entry.name}' ({entry.value}) is not a subclass of "
-            "tiffin.protocols.Protocol. Fix the plugin's entry point.",
-            detail={"entry_point": entry.value},
-        )
-    return cls
+    return load_plugin(
+        entry,
+        Protocol,
+        kind="protocol",
+        base_name="tiffin.protocols.Protocol",
+        error=ServiceDefinitionError,
+        detail={"entry_point": entry.value},
+        remedy="Reinstall the package that provides it, or leave it out with the protocols "
+        "setting (TIFFIN_PROTOCOLS).",
+    )
 
 
 def installed() -> dict[str, type[Protocol]]:

@@ -8,25 +8,12 @@ Nothing is loaded from another host, so it works where there is no internet.
 
 from __future__ import annotations
 
-import functools
-import html
-from importlib.resources import files
 from typing import Any
 
+from tiffin.pages import page_assets
 from tiffin.service import ServiceSpec
 
 __all__ = ["Docs"]
-
-_TYPES = {
-    "index.html": b"text/html; charset=utf-8",
-    "docs.js": b"text/javascript; charset=utf-8",
-    "docs.css": b"text/css; charset=utf-8",
-}
-
-
-@functools.cache
-def _read(name: str) -> bytes:
-    return files("tiffin.server").joinpath("docs_assets", name).read_bytes()
 
 
 class Docs:
@@ -44,13 +31,7 @@ class Docs:
     def __init__(self, spec: ServiceSpec, openapi: dict[str, Any]) -> None:
         self.spec = spec
         self.openapi = openapi
-        page = _read("index.html").replace(b"{{title}}", html.escape(spec.name).encode())
-        self._assets: dict[str, tuple[bytes, bytes]] = {
-            "/docs": (page, _TYPES["index.html"]),
-            "/docs/": (page, _TYPES["index.html"]),
-        }
-        for name in ("docs.js", "docs.css"):
-            self._assets[f"/docs/{name}"] = (_read(name), _TYPES[name])
+        self._assets = page_assets("docs", spec.name)
 
     def asset(self, path: str) -> tuple[bytes, bytes] | None:
         """The body and content type of a docs path, or None."""

@@ -205,11 +205,12 @@ def _serve_alone(
 
     def report(**message: Any) -> None:
         if message.get("ready"):
-            line = ready_line(name, _url(listener), 1, flags.get("grpc_port"))
+            url = _url(listener)
+            line = ready_line(name, url, 1, flags.get("grpc_port"))
             if on_ready is not None:
                 on_ready(line)
             else:
-                log.info(line, extra={"url": _url(listener), "workers": 1})
+                log.info(line, extra={"url": url, "workers": 1})
         elif "failed" in message:
             failure.update(message)
 
@@ -227,12 +228,20 @@ def _serve_alone(
     code = run_worker(options, spec, report=report)
     if code != 0:
         reason = str(failure.get("failed") or "it stopped before its service was ready.")
-        cls = error_class(str(failure.get("type") or "ServiceError"))
-        raise (ServiceError if cls is TiffinError else cls)(
-            f"Service '{name}' failed to start: {reason}",
-            detail={"service": name, "exit_code": code},
-        )
+        raise _start_failure(name, reason, str(failure.get("type") or "ServiceError"), code)
     log.info("Stopped %s.", name)
+
+
+def _start_failure(
+    name: str, reason: str, error_type: str, code: int, tries: int = 1
+) -> TiffinError:
+    """The error for a service that failed to start, of the class its worker named."""
+    cls = error_class(error_type)
+    again = f" ({tries} tries in a row)" if tries > 1 else ""
+    return (ServiceError if cls is TiffinError else cls)(
+        f"Service '{name}' failed to start{again}: {reason}",
+        detail={"service": name, "exit_code": code},
+    )
 
 
 def ready_line(
@@ -574,14 +583,7 @@ class Supervisor:
                 await self._next_change(worker.generation)
                 continue
             if not self._announced or failures >= MAX_START_FAILURES:
-                tries = f" ({failures} tries in a row)" if failures > 1 else ""
-                cls = error_class(worker.error_type)
-                self._fail(
-                    (ServiceError if cls is TiffinError else cls)(
-                        f"Service '{self.name}' failed to start{tries}: {reason}",
-                        detail={"service": self.name, "exit_code": code},
-                    )
-                )
+                self._fail(_start_failure(self.name, reason, worker.error_type, code, failures))
                 return
             pause = min(0.5 * 2 ** (failures - 1), 10.0)
             log.error(

@@ -271,7 +271,6 @@ def run(
     if report is None:
         channel = _Channel(options.channel_fd)
         report = channel.tell
-    tell = report
     stop = threading.Event()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
@@ -288,7 +287,7 @@ def run(
             spec = load_service(options.target, directory)
         settings = service_settings(spec, directory, options.flags)
     except TiffinError as exc:
-        tell(**_failure(exc, directory))
+        report(**_failure(exc, directory))
         return STARTUP_FAILED
     configure_logging(settings)
     if stop.is_set():
@@ -297,7 +296,7 @@ def run(
     try:  # here, after the fork: the SDK's exporters run threads of their own
         settings = tracing.configure(settings, spec.name, os.environ, version=version)
     except TiffinError as exc:
-        tell(**_failure(exc, directory))
+        report(**_failure(exc, directory))
         return STARTUP_FAILED
     app = create_app(spec, settings, version=version)
     server = _Server(
@@ -314,7 +313,7 @@ def run(
             server_header=False,
             interface="asgi3",
         ),
-        tell,
+        report,
         stop,
         alone=channel is None,
     )
@@ -334,9 +333,9 @@ def run(
         return 0
     error = app.startup_error
     if error is None:
-        tell(failed="The worker stopped before its service was ready.", type="ServiceError")
+        report(failed="The worker stopped before its service was ready.", type="ServiceError")
     else:
-        tell(**_failure(error, directory))
+        report(**_failure(error, directory))
     return STARTUP_FAILED
 
 

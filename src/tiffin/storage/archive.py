@@ -28,7 +28,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from tiffin.exceptions import CorruptArchive, InvalidArgument, NotFound, UnsafeArchive
-from tiffin.storage.digest import CHUNK, HashingWriter, entry_digest, valid_entry
+from tiffin.storage.digest import CHUNK, HashingWriter, entry_digest, table_digests, valid_entry
 from tiffin.storage.local import LocalStore, safe_relpath
 from tiffin.tag import Tag
 
@@ -350,8 +350,7 @@ def _read_archive(
 
 
 def _same_or_raise(store: LocalStore, source: Path, tag: Tag, files: Mapping[str, Any]) -> bool:
-    ours = {rel: entry_digest(e) for rel, e in store.manifest(tag).get("files", {}).items()}
-    if ours == {rel: entry_digest(e) for rel, e in files.items()}:
+    if table_digests(store.manifest(tag).get("files", {})) == table_digests(files):
         return False
     kind = store.kind
     raise kind.exists(

@@ -35,6 +35,7 @@ __all__ = [
     "entry_digest",
     "file_digest",
     "hasher",
+    "table_digests",
     "valid_entry",
 ]
 
@@ -104,6 +105,18 @@ def valid_entry(entry: object) -> bool:
         return False
     size = entry.get("size")
     return isinstance(size, int) and size >= 0
+
+
+def table_digests(files: Mapping[str, Any]) -> dict[str, tuple[str, str] | None]:
+    """``{path: (algorithm, hex digest)}`` of a manifest's file table, None for a
+    malformed entry: two tables hold the same files exactly when these are equal.
+
+    Example:
+        table_digests({"a.bin": {"blake3": "ab" * 32, "size": 3}})  # {"a.bin": ("blake3", ...)}
+    """
+    return {
+        rel: entry_digest(entry) if valid_entry(entry) else None for rel, entry in files.items()
+    }
 
 
 def file_digest(

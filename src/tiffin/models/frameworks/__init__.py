@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from tiffin.exceptions import FrameworkError, InvalidArgument
+from tiffin.extras import load_plugin
 from tiffin.storage import Staging
 
 __all__ = ["ENTRY_POINT_GROUP", "Framework", "available", "detect", "get", "refresh"]
@@ -124,20 +125,14 @@ def get(name: str) -> Framework:
             f"A plugin adds one under the '{ENTRY_POINT_GROUP}' entry point group.",
             detail={"framework": name, "known": available()},
         )
-    try:
-        cls = entry.load()
-    except Exception as exc:
-        raise FrameworkError(
-            f"The framework plugin '{name}' ({entry.value}) failed to import: {exc}. "
-            "Reinstall the package that provides it.",
-            detail={"framework": name, "entry_point": entry.value},
-        ) from exc
-    if not (isinstance(cls, type) and issubclass(cls, Framework)):
-        raise FrameworkError(
-            f"The framework plugin '{name}' ({entry.value}) is not a subclass of "
-            "tiffin.models.Framework. Fix the plugin's entry point.",
-            detail={"framework": name, "entry_point": entry.value},
-        )
+    cls: type[Framework] = load_plugin(
+        entry,
+        Framework,
+        kind="framework",
+        base_name="tiffin.models.Framework",
+        error=FrameworkError,
+        detail={"framework": name, "entry_point": entry.value},
+    )
     return cls()
 
 

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from tiffin.exceptions import IntegrityError
-from tiffin.storage.digest import entry_digest, hasher, valid_entry
+from tiffin.storage.digest import entry_digest, hasher, table_digests
 from tiffin.storage.local import LocalStore, dump_manifest, safe_relpath
 from tiffin.storage.remote.store import (
     ChunkList,
@@ -358,21 +358,13 @@ class _Sender(_Mover):
         self.remote.put_chunk_list(item.digest, final)
 
 
-def _digests(files: Mapping[str, Mapping[str, Any]]) -> dict[str, tuple[str, str] | None]:
-    """``{path: (algorithm, hex digest)}`` of a file table, None for a malformed entry
-    (a remote record not checked yet)."""
-    return {
-        rel: entry_digest(entry) if valid_entry(entry) else None for rel, entry in files.items()
-    }
-
-
 def _same_or_raise(
     local: LocalStore,
     remote: RemoteStore,
     record: Record,
     files: Mapping[str, Mapping[str, Any]],
 ) -> None:
-    if _digests(files) == _digests(record.files):
+    if table_digests(files) == table_digests(record.files):
         return
     kind = local.kind
     raise kind.exists(
@@ -530,7 +522,7 @@ class _Receiver(_Mover):
 
 
 def _local_same_or_raise(local: LocalStore, remote: RemoteStore, record: Record) -> Transfer:
-    if _digests(local.manifest(record.tag)["files"]) == _digests(record.files):
+    if table_digests(local.manifest(record.tag)["files"]) == table_digests(record.files):
         return Transfer(record.tag, remote.url, added=False, files=len(record.files))
     kind = local.kind
     raise kind.exists(
