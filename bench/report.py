@@ -10,7 +10,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from bench.scenarios import BASELINE, Scenario
+from bench.scenarios import BASELINE, SETTLE_S, Scenario
 
 SATURATED = 0.9  # a load generator busier than this share of its core limits the figure
 
@@ -23,7 +23,8 @@ _SYSTEMS = """\
   httptools and uvloop, one worker, no access log, parsing with the standard `json`
   module: the limit for Python HTTP serving. It batches the MLP itself: a lone request
   runs at once, the next batch is what queued meanwhile (after a 1 ms pause under load).
-- **tiffin**: `tiffin serve`, defaults (one worker, JSON access log on). The tiny model is
+- **tiffin**: `tiffin serve`, defaults (one worker, JSON access log on; freed heap memory
+  given back to the system a second after large requests stop). The tiny model is
   the quickstart service itself; the MLP has
   `@tiffin.api(batch=tiffin.Batch(max_size=64, max_latency_ms=100))` (a promise about
   queue wait, not a window).
@@ -257,6 +258,7 @@ def _memory(
     return [
         "", "## Resident memory", "",
         "PSS summed over the server's whole process tree (`/proc/<pid>/smaps_rollup`): idle is "
-        "after the first correct answer, after load is after the last load.", "",
+        f"after the first correct answer, after load is {SETTLE_S:g} s after the last load "
+        "ended (what a server keeps once it is quiet again).", "",
         *_table(header, rows),
     ]  # fmt: skip

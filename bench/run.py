@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import grpc_load, load, report, systems
-from bench.scenarios import Entry, Scenario, prepare
+from bench.scenarios import SETTLE_S, Entry, Scenario, prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -193,6 +193,7 @@ def _measure(
             found.append(sample)
             errors = f" ({run.errors} errors)" if run.errors else ""
             print(f" c{connections} {run.rps:.0f}/s{errors}", end="", flush=True)
+        time.sleep(SETTLE_S)
         found.append({"kind": "memory", "idle_mib": idle / MIB, "after_mib": server.pss() / MIB})
     return found
 

@@ -30,6 +30,8 @@ from tiffin.models import ModelStore
 
 ROOT = Path(__file__).resolve().parents[1]
 LARGE_BODY_BYTES = 1_000_000
+SETTLE_S = 2.0
+"""Seconds a server sits idle after its last load before its memory is measured."""
 
 
 PROTOCOLS = ("json", "oip-http", "oip-grpc")

@@ -60,6 +60,7 @@ from tiffin.observability.logging import AccessLog, BodyLog
 from tiffin.observability.monitoring import Monitoring
 from tiffin.server import docs, openapi
 from tiffin.server.calls import Calls
+from tiffin.server.heap import LARGE_BYTES, HeapTrim
 from tiffin.server.mounts import Mounts, ProtocolRoute, error_headers
 from tiffin.server.request import Handler, Receive, Request, Scope, Send, new_request_id
 from tiffin.server.runtime import ServiceRuntime
@@ -103,6 +104,7 @@ class App:
         self.metrics = ServerMetrics(list(spec.apis))
         self.calls = Calls(spec, settings, self.runtime, self.metrics.registry, self.tracer)
         self.limit = self.calls.limit
+        self.heap = HeapTrim()
         self.executor = self.calls.executor
         self.startup_error: BaseException | None = None
         self._access = AccessLog()
@@ -205,6 +207,7 @@ class App:
         except Exception:
             log.exception("Service %s failed to stop cleanly", self.spec.name)
         self.calls.shutdown()
+        self.heap.close()
         if self.tasks is not None:
             await self.tasks.close()
 
@@ -301,7 +304,10 @@ class App:
         extra: list[tuple[bytes, bytes]] | None = None,
     ) -> int:
         headers = self._headers(request, content_type)
-        headers.append((b"content-length", str(len(body)).encode()))
+        size = len(body)
+        headers.append((b"content-length", str(size).encode()))
+        if size >= LARGE_BYTES:
+            self.heap.note(size)
         if extra:
             headers.extend(extra)
         await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -407,6 +413,8 @@ class App:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
+        if size >= LARGE_BYTES:
+            self.heap.note(size)
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     # -- built-in endpoints ----------------------------------------------------------
