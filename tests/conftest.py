@@ -12,6 +12,7 @@ import pytest
 
 from tiffin import config
 from tiffin.models import ModelStore
+from tiffin.observability.metrics import FLUSH_S
 
 REQUIRE_ALL = os.environ.get("TIFFIN_TEST_REQUIRE_ALL") == "1"
 
@@ -32,6 +33,12 @@ def wait_until(check: Callable[[], object], seconds: float = 20.0, what: str = "
     while not check():
         assert time.monotonic() < deadline, f"timed out waiting for {what or 'the condition'}"
         time.sleep(0.02)
+
+
+def metrics_passed_on() -> None:
+    """Wait until every worker of a server has passed the requests it answered on to
+    ``/metrics``: each does so ``FLUSH_S`` after a request (``ServerMetrics``)."""
+    time.sleep(FLUSH_S + 0.25)
 
 
 @pytest.fixture

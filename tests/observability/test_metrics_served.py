@@ -14,7 +14,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import wait_until
+from tests.conftest import metrics_passed_on, wait_until
 from tests.server.conftest import Server, start_server
 from tiffin.models import ModelStore
 
@@ -163,6 +163,7 @@ def test_requests_latency_and_statuses_are_summed_over_both_workers(metered: Ser
     assert {r.status_code for r in wrong} == {405}
     for _ in range(6):
         assert post(metered.url, "pid").status_code == 200
+    metrics_passed_on()
     for _ in range(6):  # on new connections: whichever worker answers reports the sum
         samples = scrape(metered.url)
         assert value(samples, "tiffin_requests_total", api="times", status="200") == 30
@@ -191,6 +192,7 @@ def test_requests_in_flight_count_every_worker_and_return_to_zero(metered: Serve
         finally:
             release.touch()
         assert {future.result().status_code for future in holds} == {200}
+    metrics_passed_on()
     samples = scrape(metered.url)
     assert value(samples, "tiffin_requests_in_flight", api="hold") == 0
     assert value(samples, "probe_holding") == 0
@@ -205,6 +207,7 @@ def test_batch_sizes_waits_and_calls_are_summed_over_both_workers(metered: Serve
     assert [a.json() for a in answers] == [[2 * v for v in r] for r in rows]
     sizes = [int(line) for line in calls.read_text().split()]
     assert sum(sizes) == sum(len(r) for r in rows)
+    metrics_passed_on()
     samples = scrape(metered.url)
     assert value(samples, "tiffin_batch_size_count", api="double") == len(sizes)
     assert value(samples, "tiffin_batch_size_sum", api="double") == sum(sizes)
@@ -241,6 +244,7 @@ def test_batch_refusals_are_counted_in_each_worker(metered: Server) -> None:
     # eight at once over two workers: those that find their worker's call running
     # cannot start within max_latency_ms (1 ms)
     assert statuses[503] > refused_before
+    metrics_passed_on()
     samples = scrape(metered.url)
     assert value(samples, "tiffin_batch_refused_total", api="crawl") == statuses[503]
     assert value(samples, "tiffin_requests_total", api="crawl", status="503") == statuses[503]
@@ -310,6 +314,7 @@ def test_a_replaced_worker_is_neither_lost_nor_counted_twice(tmp_path: Path) -> 
         with ThreadPoolExecutor(4) as pool:
             for response in pool.map(lambda i: post(server.url, "times", x=i), range(10)):
                 assert response.status_code == 200
+        metrics_passed_on()  # what a worker killed outright had not passed on is lost
         with pytest.raises(httpx.TransportError):
             post(server.url, "crash")
         wait_until(lambda: bool(answering(server.url) - before), 30)  # the new one is up

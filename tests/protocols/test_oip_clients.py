@@ -18,6 +18,7 @@ import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton_http
 from tritonclient.utils import InferenceServerException
 
+from tests.conftest import metrics_passed_on
 from tests.server.conftest import Server, start_server
 from tiffin.protocols.oip.messages import SERVICE, message
 
@@ -214,6 +215,7 @@ def test_grpc_calls_share_batchers_and_metrics_with_http(
     assert [error for _, error in answers] == [None] * 12
     doubled = sorted(float(r.as_numpy("output")[0, 0]) for r, _ in answers)
     assert doubled == [2.0 * i for i in range(12)]
+    metrics_passed_on()
     metrics = httpx.get(f"{server[0].url}/metrics").text
     count = re.search(r'tiffin_batch_size_count\{api="double"\} (\S+)', metrics)
     assert count, metrics

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import wait_until
+from tests.conftest import metrics_passed_on, wait_until
 from tests.server.conftest import TIFFIN, Server, environment
 
 
@@ -96,6 +96,7 @@ def test_metrics_are_summed_over_two_workers(probe: Server) -> None:
                 break
     assert len(answered) == 2, answered
     sent = answered.total()
+    metrics_passed_on()
     for _ in range(6):  # on new connections: whichever worker answers reports the sum
         assert requests_total(probe.url, "busy_pid") == sent
 

@@ -273,7 +273,8 @@ class History:
         failed = False
         while True:
             try:
-                snapshot = await asyncio.to_thread(self.read)
+                self.metrics.flush()  # here, on the loop that records requests
+                snapshot = await asyncio.to_thread(self._collect)
             except Exception:
                 if not failed:  # once, not every few seconds
                     log.exception("Reading the server's metrics for its history failed.")
@@ -299,7 +300,13 @@ class History:
         return self.metrics.registry.collect()
 
     def read(self) -> Snapshot:
-        """A snapshot of the server's metrics now (reads files in multiprocess mode)."""
+        """A snapshot of the server's metrics now (reads files in multiprocess mode); call
+        it where the requests are recorded, on the event loop."""
+        self.metrics.flush()
+        return self._collect()
+
+    def _collect(self) -> Snapshot:
+        """``read`` without the flush: what the last one passed on, for a thread."""
         reading = _Reading(self.apis)
         for metric in self._metrics():
             if not metric.name.startswith("tiffin_"):

@@ -208,6 +208,7 @@ class App:
             log.exception("Service %s failed to stop cleanly", self.spec.name)
         self.calls.shutdown()
         self.heap.close()
+        self.metrics.flush()
         if self.tasks is not None:
             await self.tasks.close()
 
@@ -239,7 +240,9 @@ class App:
         finally:
             current_request_id.reset(token)
         if self.settings.access_log:
-            duration_ms = round((time.perf_counter() - started) * 1000, 3)
+            # to the microsecond; round(x, 3) converts through decimal digits, which
+            # took a tenth of the access log's cost
+            duration_ms = int((time.perf_counter() - started) * 1e6 + 0.5) / 1000
             self._access(scope["method"], path, status, duration_ms, request.request_id)
 
     def _unrouted(self, path: str) -> Handler | None:
