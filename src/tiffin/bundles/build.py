@@ -33,7 +33,7 @@ import re
 import shutil
 import sys
 import tomllib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -59,12 +59,11 @@ from tiffin.models import Model, ModelStore
 from tiffin.models.frameworks import available as available_frameworks
 from tiffin.models.frameworks import get as get_framework
 from tiffin.service import ServiceSpec
-from tiffin.service.definition import spec_of
 from tiffin.service.loader import load_service
 from tiffin.storage.local import files_digest
 from tiffin.tag import Tag
 
-__all__ = ["build", "lock_requirements", "related_services", "select_files"]
+__all__ = ["build", "lock_requirements", "select_files"]
 
 _SETTINGS_NOT_RECORDED = frozenset({"home", "debug", "service"})
 
@@ -306,21 +305,6 @@ def _tiffin_requirements() -> list[str]:
 # -- models --------------------------------------------------------------------------
 
 
-def related_services(spec: ServiceSpec) -> Iterator[ServiceSpec]:
-    """``spec`` and every service it depends on in-process, each once."""
-    seen: set[type] = set()
-    todo = [spec]
-    while todo:
-        current = todo.pop()
-        if current.cls in seen:
-            continue
-        seen.add(current.cls)
-        yield current
-        for dependency in current.dependencies.values():
-            if isinstance(dependency.target, type):
-                todo.append(spec_of(dependency.target))
-
-
 def _pin_models(
     service: ServiceSpec, extra: Iterable[str], store: ModelStore
 ) -> tuple[list[ModelPin], list[Model]]:
@@ -338,7 +322,7 @@ def _pin_models(
                 detail={"tag": str(tag), "home": str(store.home)},
             ) from None
 
-    for current in related_services(service):
+    for current in service.related():
         for attribute, ref in current.models.items():
             model = find(ref.tag, f"Service '{current.name}' ({current.cls.__name__}.{attribute})")
             key = str(ref.tag)

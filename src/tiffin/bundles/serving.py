@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tiffin.bundles.build import related_services
 from tiffin.bundles.bundle import Bundle
 from tiffin.bundles.store import BundleStore
 from tiffin.exceptions import IntegrityError, InvalidTag, ModelNotFound, NotFound
@@ -83,7 +82,7 @@ def load_bundle(bundle: Bundle, models: ModelStore) -> ServiceSpec:
         if pin.ref is not None:
             pinned[pin.ref] = model
     spec = load_service(bundle.info.service, bundle.source)
-    for service in related_services(spec):
+    for service in spec.related():
         for ref in service.models.values():
             chosen = pinned.get(str(ref.tag))
             if chosen is not None:

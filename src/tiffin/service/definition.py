@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import (
     Annotated,
@@ -383,6 +383,20 @@ class ServiceSpec:
 
     def routes(self) -> dict[str, Api[Any, Any]]:
         return {api.route: api for api in self.apis.values()}
+
+    def related(self) -> Iterator[ServiceSpec]:
+        """This service and every service it depends on in-process, each once."""
+        seen: set[type] = set()
+        todo = [self]
+        while todo:
+            current = todo.pop()
+            if current.cls in seen:
+                continue
+            seen.add(current.cls)
+            yield current
+            for dependency in current.dependencies.values():
+                if isinstance(dependency.target, type):
+                    todo.append(spec_of(dependency.target))
 
 
 def _positive(value: Any, key: str, cls_name: str, *, integer: bool) -> None:
