@@ -27,6 +27,7 @@ TIFFIN = Path(sys.executable).with_name("tiffin")
 STARTUP_SECONDS = 30.0
 
 PROBE = '''
+import gc
 import os
 import time
 from pathlib import Path
@@ -37,6 +38,15 @@ import tiffin
 @tiffin.service(name="probe")
 class Probe:
     """APIs that let tests look at processes."""
+
+    def __init__(self) -> None:
+        self.made_at_start = [[]]  # a container the garbage collector tracks
+
+    @tiffin.api
+    def collector(self) -> dict[str, int]:
+        """Whether the collector runs, and still walks what the service made at start."""
+        walked = any(each is self.made_at_start for each in gc.get_objects())
+        return {"pid": os.getpid(), "enabled": gc.isenabled(), "walks_start_up": walked}
 
     @tiffin.api
     def predict(self, x: float) -> float:

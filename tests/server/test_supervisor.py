@@ -202,6 +202,26 @@ def test_start_method_decides_how_workers_start(
         )
 
 
+@pytest.mark.parametrize(
+    ("workers", "method"), [(1, "fork"), (2, "fork"), (2, "spawn")], ids=["1", "2-fork", "2-spawn"]
+)
+def test_the_collector_runs_once_ready_and_leaves_start_up_alone(
+    serve: Callable[..., Server], tmp_path: Path, workers: int, method: str
+) -> None:
+    """The garbage collector is off while a worker starts, and back on once it is ready,
+    with what start-up made (here, in the service's __init__) frozen out of its walks."""
+    use_start_method(tmp_path, method)
+    server = serve("probe:Probe", "--workers", str(workers))
+    answered: set[int] = set()
+    for _ in range(100):  # until every worker has answered
+        answer = httpx.post(f"{server.url}/collector", timeout=10).json()
+        assert answer == {"pid": answer["pid"], "enabled": True, "walks_start_up": False}
+        answered.add(answer["pid"])
+        if len(answered) == workers:
+            break
+    assert len(answered) == workers
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_service_that_cannot_start_stops_the_server(tmp_path: Path, workers: int) -> None:
     (tmp_path / "broken.py").write_text(

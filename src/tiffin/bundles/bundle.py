@@ -51,7 +51,8 @@ class ModelPin(BaseModel):
         attribute: the service attribute holding the reference (``model``), if any.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # validator built on first use: serving from source imports this module, not a bundle
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     tag: str
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
@@ -74,7 +75,8 @@ class BundleInfo(BaseModel):
             ``imports``) and whether they were locked.
     """
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    # validator built on first use, as ModelPin's
+    model_config = ConfigDict(frozen=True, extra="ignore", defer_build=True)
 
     name: str
     version: str

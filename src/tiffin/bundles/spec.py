@@ -76,7 +76,9 @@ def default_base_image() -> str:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # validators built on first use (defer_build): serving from source, which imports
+    # this module, never validates a bundle's build spec
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
 
 class PythonSpec(_Strict):

@@ -121,8 +121,32 @@ def serve(
     Example:
         serve("service:Iris", directory=Path.cwd(), flags={"port": 3000, "workers": 2})
     """
+    collect = gc.isenabled()
+    gc.disable()  # while the service starts: see tiffin.server.worker
+    try:
+        _serve(
+            target,
+            directory=directory,
+            flags=dict(flags or {}),
+            reload=reload,
+            on_ready=on_ready,
+            collect=collect,
+        )
+    finally:
+        if collect:
+            gc.enable()
+
+
+def _serve(
+    target: str,
+    *,
+    directory: Path,
+    flags: dict[str, Any],
+    reload: bool,
+    on_ready: Callable[[str], None] | None,
+    collect: bool,
+) -> None:
     directory = directory.resolve()
-    flags = dict(flags or {})
     loaded = config.load(directory=directory, environ=os.environ, flags=flags)
     home = loaded.home
     # a bundle in the local store, else one pulled (with its models) from the remote
@@ -159,11 +183,14 @@ def serve(
                 flags=flags,
                 listener=listener,
                 on_ready=on_ready,
+                collect=collect,
             )
         return
     fork = settings.start_method == "fork" and not reload and _fork_is_safe()
     if fork:
         gc.freeze()  # the collector leaves what exists now alone, so workers share its pages
+    if collect:
+        gc.enable()  # for the supervisor's own loop; each worker turns it off as it starts
     listener = _listen(settings.host, settings.port)
     grpc_claim = _claim_grpc(settings, flags)
     with (
@@ -199,6 +226,7 @@ def _serve_alone(
     flags: Mapping[str, Any],
     listener: socket.socket,
     on_ready: Callable[[str], None] | None,
+    collect: bool,
 ) -> None:
     """Serve with this process as the one worker (see "One worker" above)."""
     failure: dict[str, Any] = {}
@@ -222,10 +250,7 @@ def _serve_alone(
         flags=dict(flags),
         bundle=bundle,
     )
-    # What exists now lives as long as the server: the collector leaves it alone, so a
-    # collection walks only what requests allocate (as in a forked worker).
-    gc.freeze()
-    code = run_worker(options, spec, report=report)
+    code = run_worker(options, spec, report=report, collect=collect)
     if code != 0:
         reason = str(failure.get("failed") or "it stopped before its service was ready.")
         raise _start_failure(name, reason, str(failure.get("type") or "ServiceError"), code)

@@ -10,12 +10,20 @@ started, or ``{"failed": ...}`` with the reason it could not; the worker reads E
 it when the supervisor is gone, and then stops as if sent SIGTERM, so no worker outlives
 its supervisor. ``PROMETHEUS_MULTIPROC_DIR`` is in the worker's environment before it
 creates any metric.
+
+The cyclic garbage collector is off while the worker starts and back on once it is ready,
+after ``gc.freeze()``: what start-up made (the service's imports, its models) lives as
+long as the server, and a collection then walks only what requests allocate. Starting
+with the collector on cost 2 to 6 full collections, each walking every object the model's
+libraries had made so far (30 to 65 ms each for scikit-learn's), while they found a few
+hundred objects to free. Python's documentation advises the same for servers that fork.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -132,11 +140,13 @@ class _Server(uvicorn.Server):
         stop: threading.Event,
         *,
         alone: bool = False,
+        collect: bool = True,
     ) -> None:
         super().__init__(config)
         self.tell = tell
         self.stop = stop
         self.alone = alone
+        self.collect = collect
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         # When the service fails to start, the app logs why and the supervisor reports it;
@@ -149,6 +159,9 @@ class _Server(uvicorn.Server):
         finally:
             _UVICORN_LOG.disabled = False
         if self.started:
+            gc.freeze()
+            if self.collect:
+                gc.enable()
             self.tell(ready=True)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
@@ -257,6 +270,7 @@ def run(
     spec: ServiceSpec | None = None,
     *,
     report: Callable[..., None] | None = None,
+    collect: bool | None = None,
 ) -> int:
     """Run one worker until it is told to stop; returns the process's exit code.
 
@@ -266,7 +280,25 @@ def run(
         report: serving alone, without a supervisor: called with what the worker would
             tell the supervisor (``ready=True``, or ``failed=`` and ``type=``);
             ``options.channel_fd`` is not used then.
+        collect: whether the garbage collector runs once the service is ready (it is off
+            while it starts); when omitted, whether it is on now.
     """
+    if collect is None:
+        collect = gc.isenabled()
+    gc.disable()
+    try:
+        return _run(options, spec, report, collect)
+    finally:
+        if collect:
+            gc.enable()
+
+
+def _run(
+    options: WorkerOptions,
+    spec: ServiceSpec | None,
+    report: Callable[..., None] | None,
+    collect: bool,
+) -> int:
     channel: _Channel | None = None
     if report is None:
         channel = _Channel(options.channel_fd)
@@ -316,6 +348,7 @@ def run(
         report,
         stop,
         alone=channel is None,
+        collect=collect,
     )
     if channel is not None:
         threading.Thread(
