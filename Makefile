@@ -40,7 +40,7 @@ typecheck: $(VENV)/.test-deps
 unit: $(VENV)/.test-deps
 	$(BIN)/pytest
 
-## bench: run the benchmark suite, about 15 minutes (QUICK=1: about 3); results and the
+## bench: run the benchmark suite, about 30 minutes (QUICK=1: about 5); results and the
 ##        report in bench/results/; needs wrk and taskset, makes bench/.venv-* on first run;
 ##        model store save/load against cp, push/pull against the S3 client library
 bench: $(VENV)/.test-deps

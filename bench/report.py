@@ -94,7 +94,7 @@ def markdown(
         by_scenario[sample["scenario"]].append(sample)
     for scenario in scenarios:
         lines += _scenario(scenario, by_scenario[scenario.key])
-    lines += _start(scenarios, by_scenario)
+    lines += _start(scenarios, by_scenario, meta["repeat"] * meta.get("starts", 1))
     lines += _memory(scenarios, by_scenario)
     failures = [s for s in samples if s["kind"] == "failed"]
     if failures:
@@ -211,7 +211,7 @@ def _errors(errors: int, wrong: int, requests: int) -> str:
 
 
 def _start(
-    scenarios: Sequence[Scenario], by_scenario: dict[str, list[dict[str, Any]]]
+    scenarios: Sequence[Scenario], by_scenario: dict[str, list[dict[str, Any]]], launches: int
 ) -> list[str]:
     rows = []
     for scenario in scenarios:
@@ -234,7 +234,9 @@ def _start(
         "LitServe: `/health`; bare gRPC, which has none: the first connection its port "
         "takes) and to the first correct prediction. In process: launch to the first answer "
         "printed. Every system starts from cached bytecode, as installed packages do (the "
-        "benchmark compiles tiffin's sources, its services and the examples first).", "",
+        "benchmark compiles tiffin's sources, its services and the examples first). Cells: "
+        f"median (min-max) over {launches} launches of each system, the systems taking turns "
+        "(the launch before each system's loads, and launches that only time the start).", "",
         *_table(header, rows),
     ]  # fmt: skip
 

@@ -7,11 +7,15 @@ concurrency, warm-up first, for a fixed duration (``bench/load.py``; gRPC entrie
 ``bench/grpc_load.py``), taking the CPU share of server and load generator meanwhile;
 take its memory again; stop it. The in-process compute limit runs the same work without
 HTTP (``bench/inprocess.py``). Systems take turns within each repetition, in an order
-rotated from one repetition to the next, so drift in the machine hits all alike. The
-report (``bench/report.py``) holds medians over the repetitions, min-max, and ratios to
-tiffin.
+rotated from one repetition to the next, so drift in the machine hits all alike. Each
+repetition then launches every system of the scenario again, ``--starts`` - 1 more times
+in turn, only to time launch -> ready -> first correct answer: one launch takes a second
+or two, and the speed of this kind of machine drifts by a fifth within minutes, so three
+launches per system would leave the cold-start medians to chance. The report
+(``bench/report.py``) holds medians over the repetitions (cold start: over every launch),
+min-max, and ratios to tiffin.
 
-    python -m bench.run            # full: 3 repetitions, about 17 minutes on 2 cores
+    python -m bench.run            # full: 3 repetitions, about 25 minutes on 2 cores
     python -m bench.run --quick    # 1 repetition, short runs: about 3 minutes
 
 Results: bench/results/report.md (the report, also printed) and serving.json (every
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import compileall
+import contextlib
 import http.client
 import json
 import os
@@ -56,6 +61,7 @@ class Plan:
     repeat: int
     seconds: float
     warmup: float
+    starts: int
     only: frozenset[str] | None
     scenarios: frozenset[str] | None
 
@@ -69,6 +75,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, help="repetitions (default 3, quick 1)")
     parser.add_argument("--seconds", type=float, help="measured seconds per load (5, quick 2)")
     parser.add_argument("--warmup", type=float, help="warm-up seconds per load (2, quick 1)")
+    parser.add_argument(
+        "--starts", type=int, help="launches per system and repetition (3, quick 1)"
+    )
     parser.add_argument("--systems", help="only these systems, comma-separated")
     parser.add_argument("--scenarios", help="only these scenarios (tiny, mlp, large-body)")
     args = parser.parse_args()
@@ -76,6 +85,7 @@ def main() -> None:
         repeat=args.repeat or (1 if args.quick else 3),
         seconds=args.seconds or (2.0 if args.quick else 5.0),
         warmup=args.warmup if args.warmup is not None else (1.0 if args.quick else 2.0),
+        starts=args.starts or (1 if args.quick else 3),
         only=frozenset(args.systems.split(",")) if args.systems else None,
         scenarios=frozenset(args.scenarios.split(",")) if args.scenarios else None,
     )
@@ -114,6 +124,7 @@ def _meta(plan: Plan) -> dict[str, Any]:
         "repeat": plan.repeat,
         "seconds": plan.seconds,
         "warmup": plan.warmup,
+        "starts": plan.starts,
         "machine": _machine(),
         "versions": {"python": platform.python_version(), "tiffin": _tiffin_version()}
         | systems.versions(
@@ -147,10 +158,17 @@ def _run(
                 e for e in scenario.entries if e.system not in unavailable and plan.wants(e.system)
             ]
             shift = rep % len(entries)
-            for entry in entries[shift:] + entries[:shift]:
-                print(f"[{rep + 1}/{plan.repeat}] {scenario.key}, {entry.label}:", end="")
+            order = entries[shift:] + entries[:shift]
+            turns = [(entry, True) for entry in order]
+            turns += [(entry, False) for _ in range(plan.starts - 1) for entry in order]
+            for entry, loaded in turns:
+                what = "" if loaded else " start only:"
+                print(f"[{rep + 1}/{plan.repeat}] {scenario.key}, {entry.label}:{what}", end="")
                 try:
-                    found = _measure(entry, scenario, env=env, work=work, plan=plan)
+                    if loaded:
+                        found = _measure(entry, scenario, env=env, work=work, plan=plan)
+                    else:
+                        found = [_start_only(entry, scenario, env=env, work=work)]
                 except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
                     found = [{"kind": "failed", "reason": str(exc)[:500]}]
                     print(f" FAILED: {exc}", end="")
@@ -160,21 +178,43 @@ def _run(
     return samples
 
 
+def _start_only(entry: Entry, scenario: Scenario, *, env: dict[str, str], work: Path) -> Sample:
+    """One more launch of ``entry``, timed to ready and to the first correct answer."""
+    if entry.system == "in-process":
+        answer_s = _first_in_process(entry, scenario, env=env)
+        print(f" answer {answer_s:.2f} s", end="")
+        return {"kind": "start", "answer_s": answer_s}
+    with _serve(entry, scenario, env=env, work=work) as server:
+        return _started(entry, scenario, server)
+
+
+def _serve(
+    entry: Entry, scenario: Scenario, *, env: dict[str, str], work: Path
+) -> contextlib.AbstractContextManager[systems.Server]:
+    log = work / "logs" / f"{scenario.key}-{entry.label.replace(' ', '_')}.log"
+    grpc = entry.protocol == "oip-grpc"
+    return systems.serving(entry.system, entry.service, env, log, grpc=grpc)
+
+
+def _started(entry: Entry, scenario: Scenario, server: systems.Server) -> Sample:
+    """The start figures of a server just launched: waits for it to be ready and to give
+    a correct answer."""
+    ready = server.wait_ready()
+    first = server.wait_answer(_ask(entry, scenario, server))
+    print(f" ready {ready:.2f} s, answer {first:.2f} s", end="")
+    return {"kind": "start", "ready_s": ready, "answer_s": first}
+
+
 def _measure(
     entry: Entry, scenario: Scenario, *, env: dict[str, str], work: Path, plan: Plan
 ) -> list[Sample]:
     """Start, answer, memory and load figures of one system serving one scenario."""
     if entry.system == "in-process":
         return _in_process(entry, scenario, env=env, plan=plan)
-    log = work / "logs" / f"{scenario.key}-{entry.label.replace(' ', '_')}.log"
-    grpc = entry.protocol == "oip-grpc"
-    found: list[Sample] = []
-    with systems.serving(entry.system, entry.service, env, log, grpc=grpc) as server:
-        ready = server.wait_ready()
-        first = server.wait_answer(_ask(entry, scenario, server))
-        found.append({"kind": "start", "ready_s": ready, "answer_s": first})
+    with _serve(entry, scenario, env=env, work=work) as server:
+        found = [_started(entry, scenario, server)]
         idle = server.pss()
-        print(f" ready {ready:.2f} s, answer {first:.2f} s, {idle / MIB:.0f} MiB;", end="")
+        print(f", {idle / MIB:.0f} MiB;", end="")
         for connections in scenario.connections:
             before = _batch_totals(server.port) if entry.system == "tiffin" else None
             run = _load(entry, scenario, server, connections=connections, plan=plan)
@@ -242,20 +282,8 @@ def _load(
 def _in_process(
     entry: Entry, scenario: Scenario, *, env: dict[str, str], plan: Plan
 ) -> list[Sample]:
-    command = [
-        "taskset", "-c", str(systems.SERVER_CPU), sys.executable, "-m", "bench.inprocess",
-        entry.service, str(scenario.body),
-    ]  # fmt: skip
-    start = time.perf_counter()
-    with subprocess.Popen(
-        [*command, "--first"], cwd=ROOT, env=env, stdout=subprocess.PIPE
-    ) as first:
-        assert first.stdout is not None
-        line = first.stdout.readline()
-        answer_s = time.perf_counter() - start  # to the answer, not to the process's exit
-    expected = systems.squeeze(scenario.answer.read_bytes())
-    if first.returncode != 0 or systems.squeeze(line) != expected:
-        raise RuntimeError(f"wrong answer in process ({first.returncode}): {line[:200]!r}")
+    command = _in_process_command(entry, scenario)
+    answer_s = _first_in_process(entry, scenario, env=env)
     found: list[Sample] = [{"kind": "start", "answer_s": answer_s}]
     print(f" answer {answer_s:.2f} s;", end="")
     measured: dict[int, dict[str, Any]] = {}
@@ -279,6 +307,29 @@ def _in_process(
         {"kind": "memory", "idle_mib": last["pss_idle"] / MIB, "after_mib": last["pss_after"] / MIB}
     )
     return found
+
+
+def _in_process_command(entry: Entry, scenario: Scenario) -> list[str]:
+    return [
+        "taskset", "-c", str(systems.SERVER_CPU), sys.executable, "-m", "bench.inprocess",
+        entry.service, str(scenario.body),
+    ]  # fmt: skip
+
+
+def _first_in_process(entry: Entry, scenario: Scenario, *, env: dict[str, str]) -> float:
+    """Seconds from launching the in-process work to its first answer (checked)."""
+    start = time.perf_counter()
+    with subprocess.Popen(
+        [*_in_process_command(entry, scenario), "--first"], cwd=ROOT, env=env,
+        stdout=subprocess.PIPE,
+    ) as first:  # fmt: skip
+        assert first.stdout is not None
+        line = first.stdout.readline()
+        answer_s = time.perf_counter() - start  # to the answer, not to the process's exit
+    expected = systems.squeeze(scenario.answer.read_bytes())
+    if first.returncode != 0 or systems.squeeze(line) != expected:
+        raise RuntimeError(f"wrong answer in process ({first.returncode}): {line[:200]!r}")
+    return answer_s
 
 
 def _batch_totals(port: int) -> tuple[float, float] | None:
